@@ -1,0 +1,113 @@
+"""The `pipeline` command: one thin sub-command per DVC stage, plus profile switching and the MLflow UI.
+
+This is the only module of the package that imports `stages`; the library never does."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+import yaml
+
+from pipeline.config import PROFILES, ConfigError, Params, load_params, parse_params
+from pipeline.data.prepare import PrepareError
+from pipeline.data.sources import SourceError
+from pipeline.io import write_text
+from pipeline.tracking import resolve_tracking_uri
+
+app = typer.Typer(
+    name="pipeline",
+    help="INR-GAN reproduction pipeline. Each command runs one DVC stage by hand; `dvc repro` runs them all.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+PROFILES_DIR = Path("profiles")
+ParamsOption = Annotated[Path, typer.Option("--params", "-p", help="params file to read (the active profile)")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="print the resolved configuration and exit without doing any work")]
+
+
+def _print_resolved(params: Params, section: object) -> None:
+    typer.echo(json.dumps({"profile": params.profile, "config": section}, indent=2, default=str))
+
+
+@app.command()
+def prepare(
+    dataset: Annotated[
+        Optional[list[str]], typer.Option("--dataset", "-d", help="dataset name from params.yaml `prepare.datasets` (repeatable; default: all)")
+    ] = None,
+    params_path: ParamsOption = Path("params.yaml"),
+    dry_run: DryRun = False,
+) -> None:
+    """Prepare datasets: read the raw source, centre-crop, resize, write data/prepared/<dataset>/,
+    a preview grid under reports/figures/prepare/ and statistics under reports/metrics/prepare/."""
+    params = load_params(params_path)
+    names = dataset or sorted(params.prepare.datasets)
+    configs = {n: params.dataset(n) for n in names}  # unknown names fail before any work
+    if dry_run:
+        _print_resolved(params, {n: c.model_dump(mode="json") for n, c in configs.items()})
+        return
+    from stages import prepare as stage
+
+    for name in names:
+        stats = stage.run(params, name)
+        typer.echo(f"prepared {name}: {stats['num_images']} images at {stats['resolution']} px ({stats['num_bad']} unreadable skipped) in {stats['seconds']} s")
+
+
+@app.command()
+def profile(
+    name: Annotated[Optional[str], typer.Argument(help=f"profile to activate: {', '.join(PROFILES)}; omit to show the active one")] = None,
+    params_path: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Switch profile: copy profiles/<name>.yaml over params.yaml (validated first). `dvc repro` then
+    re-runs exactly the stages whose parameters changed."""
+    if name is None:
+        typer.echo(load_params(params_path).profile)
+        return
+    if name not in PROFILES:
+        raise ConfigError(f"unknown profile {name!r}; allowed: {', '.join(PROFILES)}")
+    source = PROFILES_DIR / f"{name}.yaml"
+    text = source.read_text()
+    parse_params(yaml.safe_load(text), str(source))
+    write_text(params_path, text)
+    typer.echo(f"{params_path} now holds the {name!r} profile (from {source}); run `dvc repro` to bring results up to date")
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@app.command()
+def ui(
+    host: Annotated[str, typer.Option(help="address to bind; loopback by default so the UI is not exposed")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port; 0 picks a free one")] = 0,
+    params_path: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Start the MLflow UI on the study's tracking store and print its address."""
+    params = load_params(params_path)
+    uri = resolve_tracking_uri(params.tracking.uri)
+    port = port or _free_port(host)
+    mlflow_bin = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
+    typer.echo(f"MLflow UI for {uri} at http://{host}:{port}  (Ctrl+C stops it)")
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    cmd = [mlflow_bin, "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    raise typer.Exit(subprocess.call(cmd, env=env))
+
+
+def main() -> None:
+    """Console-script entry: known errors print one clear message and exit non-zero, no traceback."""
+    try:
+        app()
+    except (ConfigError, PrepareError, SourceError, FileNotFoundError) as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        sys.exit(2)

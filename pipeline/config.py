@@ -1,0 +1,185 @@
+"""Typed parameters: params.yaml -> validated pydantic models, with errors that say what to fix."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PROFILES = ("micro", "default", "paper")
+DATA_SOURCES = ("synthetic_faces", "folder", "zip", "lsun", "lsun10")
+RESIZE_FILTERS = ("box", "lanczos", "bicubic", "bilinear")
+MIN_RESOLUTION, MAX_RESOLUTION = 8, 1024
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the message names the key, the bad value and what is allowed."""
+
+
+class _Strict(BaseModel):
+    # Unknown keys are typos more often than not: reject them instead of silently ignoring.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def check_resolution(value: int) -> int:
+    """A resolution must be a power of two in [MIN_RESOLUTION, MAX_RESOLUTION]."""
+    if not (MIN_RESOLUTION <= value <= MAX_RESOLUTION) or value & (value - 1):
+        allowed = ", ".join(str(2**k) for k in range(int(math.log2(MIN_RESOLUTION)), int(math.log2(MAX_RESOLUTION)) + 1))
+        raise ValueError(f"resolution {value} is not a power of two between {MIN_RESOLUTION} and {MAX_RESOLUTION} (allowed: {allowed})")
+    return value
+
+
+class DatasetConfig(_Strict):
+    """One dataset to prepare: where it comes from and how it is cropped and resized."""
+
+    source: Literal["synthetic_faces", "folder", "zip", "lsun", "lsun10"]
+    resolution: int
+    num_images: int | None = Field(default=None, gt=0, description="synthetic: how many to render; others: at most this many (None = all)")
+    seed: int = 0
+    path: Path | None = Field(default=None, description="folder, zip or LSUN lmdb directory")
+    categories: dict[str, Path] | None = Field(default=None, description="lsun10: category name -> LSUN lmdb directory")
+    per_category: int | None = Field(default=None, gt=0, description="lsun10: images taken from each category")
+    labels: Literal["none", "subfolders"] = Field(default="none", description="folder/zip: class label from the first sub-folder (MiniImageNet)")
+    filter: Literal["box", "lanczos", "bicubic", "bilinear"] = Field(default="box", description="resize filter; it changes FID, so it is recorded")
+    max_bad_fraction: float = Field(default=0.01, ge=0.0, lt=1.0, description="stop if more than this fraction of images is unreadable")
+
+    @field_validator("resolution")
+    @classmethod
+    def _resolution(cls, v: int) -> int:
+        return check_resolution(v)
+
+    @model_validator(mode="after")
+    def _source_fields(self) -> DatasetConfig:
+        if self.source == "synthetic_faces":
+            if self.num_images is None:
+                raise ValueError("source 'synthetic_faces' needs num_images (a positive count of faces to render)")
+            if self.resolution not in (32, 64, 128):
+                raise ValueError(f"source 'synthetic_faces' renders at 32, 64 or 128 px, not {self.resolution}")
+        elif self.source == "lsun10":
+            if not self.categories or self.per_category is None:
+                raise ValueError("source 'lsun10' needs categories (name -> lmdb directory) and per_category (images per category)")
+        elif self.path is None:
+            raise ValueError(f"source '{self.source}' needs path (the {self.source} to read images from)")
+        return self
+
+    def source_paths(self) -> list[Path]:
+        """Every file or folder this dataset reads from (empty for generated data)."""
+        if self.source == "synthetic_faces":
+            return []
+        if self.source == "lsun10":
+            return list((self.categories or {}).values())
+        return [self.path] if self.path is not None else []
+
+    def check_sources_exist(self, name: str) -> None:
+        """Fail before any work if a source path is missing (checked per stage, not at load time,
+        so that a paper profile can be inspected on a machine without the data)."""
+        for p in self.source_paths():
+            if not p.exists():
+                raise ConfigError(
+                    f"prepare.datasets.{name}: path '{p}' does not exist. Download the {self.source} data there "
+                    f"or change the path in params.yaml."
+                )
+
+
+class PrepareConfig(_Strict):
+    datasets: dict[str, DatasetConfig]
+    preview_grid: int = Field(default=8, gt=0, le=32, description="side of the preview image grid")
+    chunk_size: int = Field(default=512, gt=0, description="images decoded and written per step")
+    workers: int = Field(default=1, gt=0, description="processes decoding images")
+
+
+class TrackingConfig(_Strict):
+    uri: str = Field(default="sqlite:///mlruns.db", description="MLflow tracking URI; MLFLOW_TRACKING_URI overrides it")
+    experiment: str = Field(default="inr-gan", description="MLflow experiment (one per study)")
+
+
+GENERATOR_KINDS = ("latent_inr", "hyper_inr", "hyper_fourier", "hyper_fmm", "inr_gan", "inr_gan_sg2", "stylegan2")
+
+
+class RowConfig(_Strict):
+    """One ablation row: which generator is trained on which dataset.
+
+    The generator's architecture settings are validated by the model registry when it is built."""
+
+    dataset: str
+    table: str = Field(description="where the row appears in the paper, e.g. 'table1', 'table2', 'fig8'")
+    generator: dict[str, Any]
+
+    @field_validator("generator")
+    @classmethod
+    def _kind(cls, g: dict[str, Any]) -> dict[str, Any]:
+        kind = g.get("kind")
+        if kind not in GENERATOR_KINDS:
+            raise ValueError(f"generator.kind {kind!r} is unknown; allowed: {', '.join(GENERATOR_KINDS)}")
+        return g
+
+
+class Params(_Strict):
+    """Everything in params.yaml."""
+
+    profile: Literal["micro", "default", "paper"]
+    seed: int = 0
+    tracking: TrackingConfig = TrackingConfig()
+    prepare: PrepareConfig
+    rows: dict[str, RowConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _references(self) -> Params:
+        for name, row in self.rows.items():
+            if row.dataset not in self.prepare.datasets:
+                raise ValueError(
+                    f"rows.{name}.dataset: unknown dataset {row.dataset!r}; defined datasets: {', '.join(sorted(self.prepare.datasets))}"
+                )
+        return self
+
+    def dataset(self, name: str) -> DatasetConfig:
+        if name not in self.prepare.datasets:
+            raise ConfigError(
+                f"unknown dataset {name!r}; params.yaml (profile {self.profile!r}) defines: {', '.join(sorted(self.prepare.datasets))}"
+            )
+        return self.prepare.datasets[name]
+
+    def row(self, name: str) -> RowConfig:
+        if name not in self.rows:
+            raise ConfigError(
+                f"unknown row {name!r}; params.yaml (profile {self.profile!r}) defines: {', '.join(sorted(self.rows)) or 'no rows'}"
+            )
+        return self.rows[name]
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check its spelling; see params.yaml for the allowed keys)"
+        value = e.get("input")
+        shown = "" if isinstance(value, dict) or e["type"] == "missing" else f" (got {value!r})"
+        lines.append(f"  {key}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def parse_params(data: Any, source: str = "params") -> Params:
+    """Validate a params mapping; raise ConfigError listing every problem."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections at the top level, got {type(data).__name__}")
+    try:
+        return Params.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"params file '{path}' does not exist; run from the repository root or pass --params PATH")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    return parse_params(data, str(path))

@@ -1,0 +1,1 @@
+"""Datasets: synthetic faces, raw readers, preparation and the prepared-dataset reader."""

@@ -1,0 +1,37 @@
+"""Shared fixtures: telemetry off, one torch thread, the micro profile, an isolated project folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+os.environ["DVC_NO_ANALYTICS"] = "1"
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+try:
+    import torch
+
+    torch.set_num_threads(1)  # 2 shared cores: keep tests from fighting each other
+except ImportError:  # pragma: no cover - torch is a dependency
+    pass
+
+
+@pytest.fixture
+def micro_dict() -> dict:
+    """The micro profile as a plain mapping, to edit before validation."""
+    return yaml.safe_load((REPO / "profiles" / "micro.yaml").read_text())
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A scratch project folder (cwd) with the micro profile as params.yaml and its own MLflow store."""
+    shutil.copy(REPO / "profiles" / "micro.yaml", tmp_path / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

@@ -1,0 +1,63 @@
+"""The `pipeline` command: help texts, profile switching, and clear non-zero exits on bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def test_help_lists_stage_commands() -> None:
+    out = runner.invoke(app, ["--help"]).output
+    for cmd in ("prepare", "profile", "ui"):
+        assert cmd in out
+
+
+def test_prepare_help_documents_every_option() -> None:
+    out = runner.invoke(app, ["prepare", "--help"], terminal_width=200).output
+    for opt in ("--dataset", "--params", "--dry-run"):
+        assert opt in out
+    assert "dataset name from params.yaml" in out and "print the resolved configuration" in out
+
+
+def test_dry_run_prints_resolved_config_and_writes_nothing(project: Path) -> None:
+    result = runner.invoke(app, ["prepare", "--dataset", "faces32", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert '"num_images": 128' in result.output and not Path("data").exists()
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def test_invalid_config_exits_nonzero_with_message(project: Path) -> None:
+    data = yaml.safe_load(Path("params.yaml").read_text())
+    data["prepare"]["datasets"]["faces32"]["resolution"] = 48
+    Path("params.yaml").write_text(yaml.safe_dump(data))
+    res = _cli("prepare", "--dry-run", cwd=project)
+    assert res.returncode == 2
+    assert "prepare.datasets.faces32.resolution" in res.stderr and "48" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_unknown_dataset_exits_nonzero(project: Path) -> None:
+    res = _cli("prepare", "--dataset", "lsun", cwd=project)
+    assert res.returncode == 2 and "unknown dataset 'lsun'" in res.stderr and "faces32" in res.stderr
+
+
+def test_profile_switch_copies_the_profile(project: Path) -> None:
+    (project / "profiles").mkdir()
+    for name in ("micro", "paper"):
+        (project / "profiles" / f"{name}.yaml").write_text((REPO / "profiles" / f"{name}.yaml").read_text())
+    assert runner.invoke(app, ["profile", "paper"]).exit_code == 0
+    assert Path("params.yaml").read_text() == (REPO / "profiles" / "paper.yaml").read_text()
+    assert runner.invoke(app, ["profile"]).output.strip() == "paper"
+    res = runner.invoke(app, ["profile", "huge"])
+    assert res.exit_code != 0 and "unknown profile 'huge'" in str(res.exception)
