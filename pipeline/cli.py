@@ -99,6 +99,7 @@ def ui(
     port = port or _free_port(host)
     mlflow_bin = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
     typer.echo(f"MLflow UI for {uri} at http://{host}:{port}  (Ctrl+C stops it)")
+    sys.stdout.flush()  # the address must be visible before the server blocks
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     cmd = [mlflow_bin, "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
     raise typer.Exit(subprocess.call(cmd, env=env))

@@ -37,6 +37,10 @@ def _write_preview(prepared: Path, out: Path, side: int) -> None:
     images = np.load(prepared / "images.npy", mmap_mode="r")
     n = min(side * side, len(images))
     kp_path = prepared / "keypoints.npy"
-    # Draw ground-truth keypoints where they exist, so a glance checks they sit on the faces.
-    keypoints = np.load(kp_path)[:n] if kp_path.exists() else None
+    keypoints = None
+    if kp_path.exists():
+        # Ground-truth keypoints on the last row only, so a glance checks they sit on the faces
+        # while the other rows show the images as the models see them.
+        keypoints = np.load(kp_path)[:n].copy()
+        keypoints[: max(n - side, 0)] = np.nan
     save_grid(out, np.asarray(images[:n]), side, keypoints)

@@ -61,3 +61,32 @@ def test_profile_switch_copies_the_profile(project: Path) -> None:
     assert runner.invoke(app, ["profile"]).output.strip() == "paper"
     res = runner.invoke(app, ["profile", "huge"])
     assert res.exit_code != 0 and "unknown profile 'huge'" in str(res.exception)
+
+
+def test_ui_serves_mlflow_on_loopback(project: Path) -> None:
+    import os
+    import signal
+    import time
+    import urllib.request
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "ui"], cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )
+    try:
+        first = proc.stdout.readline()
+        assert "http://127.0.0.1:" in first, first
+        url = first.split()[first.split().index("at") + 1]
+        deadline = time.time() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=2) as resp:
+                    assert resp.status == 200
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read()
+                assert time.time() < deadline, "MLflow UI did not answer within 180 s"
+                time.sleep(1)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)

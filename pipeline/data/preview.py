@@ -13,7 +13,8 @@ MIN_TILE = 64  # small images are enlarged (nearest) so a preview is readable
 
 
 def image_grid(images: np.ndarray, columns: int, keypoints: np.ndarray | None = None, pad: int = 2) -> Image.Image:
-    """Tile uint8 images (N, H, W, 3) into a grid; draw keypoints (N, K, 2) in [0, 1] if given."""
+    """Tile uint8 images (N, H, W, 3) into a grid; draw keypoints (N, K, 2) in [0, 1] if given
+    (NaN keypoints are skipped)."""
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
         raise ValueError(f"expected uint8 images of shape (N, H, W, 3), got {images.dtype} {images.shape}")
     n, h, w, _ = images.shape
@@ -28,6 +29,8 @@ def image_grid(images: np.ndarray, columns: int, keypoints: np.ndarray | None = 
         canvas.paste(Image.fromarray(images[i]).resize((tw, th), Image.NEAREST), (x0, y0))
         if keypoints is not None:
             for x, y in keypoints[i]:
+                if np.isnan(x) or np.isnan(y):  # NaN marks "do not draw"
+                    continue
                 cx, cy = x0 + x * tw, y0 + y * th
                 draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=(255, 0, 0))
     return canvas

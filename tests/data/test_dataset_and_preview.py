@@ -54,5 +54,8 @@ def test_image_grid_layout_and_keypoints() -> None:
     kp = np.full((5, 1, 2), 0.5, np.float32)
     marked = np.asarray(image_grid(imgs, columns=3, keypoints=kp, pad=2))
     assert tuple(marked[2 + 32, 2 + 32]) == (255, 0, 0)  # the centre of tile 0 is marked
+    kp[0] = np.nan
+    skipped = np.asarray(image_grid(imgs, columns=3, keypoints=kp, pad=2))
+    assert tuple(skipped[2 + 32, 2 + 32]) == (0, 0, 0) and tuple(skipped[2 + 32, 2 + 66 + 32]) == (255, 0, 0)
     with pytest.raises(ValueError, match="uint8"):
         image_grid(imgs.astype(np.float32), 3)
