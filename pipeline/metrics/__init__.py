@@ -1,0 +1,1 @@
+"""Metrics: image quality (FID/IS), generator cost (#params, MACs) and throughput."""
