@@ -81,6 +81,28 @@ def profile(
     typer.echo(f"{params_path} now holds the {name!r} profile (from {source}); run `dvc repro` to bring results up to date")
 
 
+@app.command()
+def macs(
+    as_json: Annotated[bool, typer.Option("--json", help="print the records as a JSON list on stdout")] = False,
+    params_path: ParamsOption = Path("params.yaml"),
+    dry_run: DryRun = False,
+) -> None:
+    """Count #params and GMACs (paper convention and true) of every Table 1 row at paper size, on the
+    meta device; write reports/tables/table1_cost.md, reports/metrics/macs.json and the Fig. 9 plot."""
+    params = load_params(params_path)
+    if dry_run:
+        _print_resolved(params, params.macs.model_dump(mode="json"))
+        return
+    from stages import macs as stage
+
+    records = stage.run(params)
+    if as_json:
+        keys = ("row", "resolution", "params", "gmacs_paper", "gmacs_true", "paper_params_m", "paper_gmacs")
+        typer.echo(json.dumps([{k: r[k] for k in keys} for r in records], indent=2))
+    else:
+        typer.echo(Path("reports/tables/table1_cost.md").read_text())
+
+
 def _free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))

@@ -9,6 +9,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline.models.specs import GeneratorSpec
+
 PROFILES = ("micro", "default", "paper")
 DATA_SOURCES = ("synthetic_faces", "folder", "zip", "lsun", "lsun10")
 RESIZE_FILTERS = ("box", "lanczos", "bicubic", "bilinear")
@@ -96,25 +98,39 @@ class TrackingConfig(_Strict):
     experiment: str = Field(default="inr-gan", description="MLflow experiment (one per study)")
 
 
-GENERATOR_KINDS = ("latent_inr", "hyper_inr", "hyper_fourier", "hyper_fmm", "inr_gan", "inr_gan_sg2", "stylegan2")
-
-
 class RowConfig(_Strict):
-    """One ablation row: which generator is trained on which dataset.
-
-    The generator's architecture settings are validated by the model registry when it is built."""
+    """One ablation row: which generator is trained on which dataset."""
 
     dataset: str
     table: str = Field(description="where the row appears in the paper, e.g. 'table1', 'table2', 'fig8'")
-    generator: dict[str, Any]
+    generator: GeneratorSpec
 
-    @field_validator("generator")
-    @classmethod
-    def _kind(cls, g: dict[str, Any]) -> dict[str, Any]:
-        kind = g.get("kind")
-        if kind not in GENERATOR_KINDS:
-            raise ValueError(f"generator.kind {kind!r} is unknown; allowed: {', '.join(GENERATOR_KINDS)}")
-        return g
+
+class Fig9Config(_Strict):
+    rows: list[str] = Field(description="rows whose cost is plotted against the output resolution")
+    resolution: int = Field(description="trained resolution of the plotted models (paper: FFHQ 1024)")
+
+
+class MacsConfig(_Strict):
+    """Table 1's cost columns: paper-size generators (built on the meta device, so any size is cheap)."""
+
+    resolutions: list[int]
+    fig9: Fig9Config
+    rows: dict[str, dict[int, GeneratorSpec]] = Field(description="row -> resolution -> generator spec")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MacsConfig:
+        for row, by_res in self.rows.items():
+            for res, spec in by_res.items():
+                if spec.resolution != res:
+                    raise ValueError(f"macs.rows.{row}.{res}: the spec says resolution {spec.resolution}, the key says {res}")
+        for row in self.fig9.rows:
+            if self.fig9.resolution not in self.rows.get(row, {}):
+                raise ValueError(
+                    f"macs.fig9: row {row!r} has no spec at resolution {self.fig9.resolution}; "
+                    f"add macs.rows.{row}.{self.fig9.resolution} or change macs.fig9"
+                )
+        return self
 
 
 class Params(_Strict):
@@ -125,6 +141,7 @@ class Params(_Strict):
     tracking: TrackingConfig = TrackingConfig()
     prepare: PrepareConfig
     rows: dict[str, RowConfig] = Field(default_factory=dict)
+    macs: MacsConfig
 
     @model_validator(mode="after")
     def _references(self) -> Params:

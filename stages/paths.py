@@ -18,3 +18,10 @@ def prepare_preview(dataset: str) -> Path:
 
 def prepare_metrics(dataset: str) -> Path:
     return REPORTS / "metrics" / "prepare" / f"{dataset}.json"
+
+
+MACS_METRICS = REPORTS / "metrics" / "macs.json"
+TABLE1_COST_MD = REPORTS / "tables" / "table1_cost.md"
+TABLE1_COST_CSV = REPORTS / "tables" / "table1_cost.csv"
+FIG9_CSV = REPORTS / "plots" / "fig9_gmacs.csv"
+FIG9_PNG = REPORTS / "figures" / "fig9_gmacs.png"

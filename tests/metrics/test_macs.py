@@ -94,18 +94,17 @@ def test_fig9_rejects_resolutions_above_the_trained_one():
         fig9_curve(paper_spec("inr_gan", 1024), [2048])
 
 
-def test_macs_section_yaml_holds_exactly_the_paper_specs():
-    """macs_section.yaml (pasted into params.yaml as `macs:`) must stay in sync with paper_spec."""
+@pytest.mark.parametrize("profile", ["micro", "default", "paper"])
+def test_macs_section_of_every_profile_holds_exactly_the_paper_specs(profile):
+    """The `macs:` section of params (the same in every profile) must stay in sync with paper_spec."""
     from pathlib import Path
 
-    import yaml
+    from pipeline.config import load_params
 
-    from pipeline.models.registry import parse_generator_spec
-
-    section = yaml.safe_load((Path(__file__).resolve().parents[2] / "macs_section.yaml").read_text())["macs"]
-    assert section["resolutions"] == [128, 256, 1024]
-    assert list(section["rows"]) == list(TABLE1_ROWS)
-    for row, by_res in section["rows"].items():
+    section = load_params(Path(__file__).resolve().parents[2] / "profiles" / f"{profile}.yaml").macs
+    assert section.resolutions == [128, 256, 1024]
+    assert list(section.rows) == list(TABLE1_ROWS)
+    for row, by_res in section.rows.items():
         assert sorted(by_res) == [128, 256, 1024]
-        for res, settings in by_res.items():
-            assert parse_generator_spec(settings) == paper_spec(row, res), (row, res)
+        for res, spec in by_res.items():
+            assert spec == paper_spec(row, res), (row, res)

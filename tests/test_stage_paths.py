@@ -1,0 +1,31 @@
+"""dvc.yaml declares exactly the paths the stage code writes (stages/paths.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from stages import paths
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+
+def _declared(stage: dict, kind: str) -> set[str]:
+    body = stage.get("do", stage)  # foreach stages keep their definition under `do`
+    return {next(iter(o)) if isinstance(o, dict) else o for o in body.get(kind, [])}
+
+
+def test_prepare_paths() -> None:
+    key = "KEY"
+    outs = {o.replace("${key}", key) for o in _declared(STAGES["prepare"], "outs")}
+    assert outs == {str(paths.prepared_dir(key)), str(paths.prepare_preview(key))}
+    assert {m.replace("${key}", key) for m in _declared(STAGES["prepare"], "metrics")} == {str(paths.prepare_metrics(key))}
+
+
+def test_macs_paths() -> None:
+    stage = STAGES["macs"]
+    assert _declared(stage, "outs") == {str(paths.TABLE1_COST_MD), str(paths.TABLE1_COST_CSV), str(paths.FIG9_PNG)}
+    assert _declared(stage, "metrics") == {str(paths.MACS_METRICS)}
+    assert _declared(stage, "plots") == {str(paths.FIG9_CSV)}
