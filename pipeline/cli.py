@@ -81,6 +81,51 @@ def profile(
     typer.echo(f"{params_path} now holds the {name!r} profile (from {source}); run `dvc repro` to bring results up to date")
 
 
+RowOption = Annotated[str, typer.Option("--row", "-r", help="ablation row from params.yaml `rows` (e.g. inr_gan, stylegan2)")]
+
+
+@app.command()
+def train(
+    row: RowOption,
+    nproc: Annotated[int, typer.Option(help="processes on this machine; > 1 launches torchrun (NCCL on GPUs, gloo on CPUs)")] = 1,
+    resume: Annotated[bool, typer.Option(help="continue from runs/<row>/training-state.pt when it exists")] = True,
+    restart_on_change: Annotated[
+        bool, typer.Option(help="start over when the saved state belongs to other settings (default: stop and say what changed)")
+    ] = False,
+    params_path: ParamsOption = Path("params.yaml"),
+    dry_run: DryRun = False,
+) -> None:
+    """Train one ablation row: runs/<row>/ gets the network snapshot, the training state, options.json and
+    sample grids; reports/plots/train/<row>.csv the losses over kimg. Re-running resumes."""
+    params = load_params(params_path)
+    from stages import train as stage
+
+    if dry_run:
+        _print_resolved(params, stage.resolved(params, row))
+        return
+    params.row(row)  # an unknown row fails here, before torchrun starts N processes
+    if nproc > 1:
+        raise typer.Exit(subprocess.call(stage.torchrun_command(nproc, params_path, row, resume, restart_on_change)))
+    summary = stage.run(params, row, resume=resume, restart_on_change=restart_on_change)
+    typer.echo(f"trained {row}: step {summary.step}, {summary.images_seen / 1000:.1f} kimg, {summary.seconds:.0f} s")
+
+
+@app.command("bench-train")
+def bench_train(
+    row: RowOption,
+    batch: Annotated[Optional[int], typer.Option(help="images per step (default: the row's per-process batch)")] = None,
+    steps: Annotated[int, typer.Option(help="timed steps (median reported)")] = 10,
+    warmup: Annotated[int, typer.Option(help="untimed steps first")] = 3,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    params_path: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Training throughput of one row (images/s with a D step incl. R1 and a G step, on random images), as JSON."""
+    params = load_params(params_path)
+    from stages import train as stage
+
+    typer.echo(json.dumps(stage.benchmark(params, row, batch=batch, steps=steps, warmup=warmup, device=device), indent=2))
+
+
 @app.command()
 def macs(
     as_json: Annotated[bool, typer.Option("--json", help="print the records as a JSON list on stdout")] = False,
@@ -127,10 +172,18 @@ def ui(
     raise typer.Exit(subprocess.call(cmd, env=env))
 
 
+def _known_errors() -> tuple[type[Exception], ...]:
+    from pipeline.train.checkpoint import CheckpointError
+    from pipeline.train.loop import TrainingInputError
+    from pipeline.train.trainer import TrainingDiverged
+
+    return (ConfigError, PrepareError, SourceError, FileNotFoundError, TrainingInputError, CheckpointError, TrainingDiverged)
+
+
 def main() -> None:
     """Console-script entry: known errors print one clear message and exit non-zero, no traceback."""
     try:
         app()
-    except (ConfigError, PrepareError, SourceError, FileNotFoundError) as err:
+    except _known_errors() as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
         sys.exit(2)

@@ -104,6 +104,7 @@ class RowConfig(_Strict):
     dataset: str
     table: str = Field(description="where the row appears in the paper, e.g. 'table1', 'table2', 'fig8'")
     generator: GeneratorSpec
+    train: dict[str, Any] = Field(default_factory=dict, description="this row's overrides of the train: section")
 
 
 class Fig9Config(_Strict):
@@ -140,16 +141,27 @@ class Params(_Strict):
     seed: int = 0
     tracking: TrackingConfig = TrackingConfig()
     prepare: PrepareConfig
+    train: dict[str, Any] = Field(default_factory=dict, description="training defaults (pipeline.train.options.TrainConfig)")
     rows: dict[str, RowConfig] = Field(default_factory=dict)
     macs: MacsConfig
 
     @model_validator(mode="after")
     def _references(self) -> Params:
+        # Imported here: pipeline.train.options imports ConfigError from this module.
+        from pipeline.train.options import resolve_train_config
+
         for name, row in self.rows.items():
             if row.dataset not in self.prepare.datasets:
                 raise ValueError(
                     f"rows.{name}.dataset: unknown dataset {row.dataset!r}; defined datasets: {', '.join(sorted(self.prepare.datasets))}"
                 )
+            resolution = self.prepare.datasets[row.dataset].resolution
+            if row.generator.resolution != resolution:
+                raise ValueError(
+                    f"rows.{name}.generator.resolution: {row.generator.resolution} does not match dataset "
+                    f"{row.dataset!r} prepared at {resolution} px; use a dataset at {row.generator.resolution} px or change the row"
+                )
+            resolve_train_config(self.train, row.train, where=f"train + rows.{name}.train")
         return self
 
     def dataset(self, name: str) -> DatasetConfig:

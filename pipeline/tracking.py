@@ -14,8 +14,16 @@ from urllib.parse import urlparse
 
 
 def resolve_tracking_uri(configured: str) -> str:
-    """MLFLOW_TRACKING_URI wins over params.yaml, as MLflow users expect."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or configured
+    """MLFLOW_TRACKING_URI wins over params.yaml, as MLflow users expect.
+
+    A relative SQLite path is made absolute against the current folder: MLflow caches one store per
+    URI string within a process, so 'sqlite:///mlruns.db' would otherwise keep writing to the database
+    of whichever folder first used it."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or configured
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        uri = prefix + str(Path(uri.removeprefix(prefix)).resolve())
+    return uri
 
 
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -25,3 +25,13 @@ TABLE1_COST_MD = REPORTS / "tables" / "table1_cost.md"
 TABLE1_COST_CSV = REPORTS / "tables" / "table1_cost.csv"
 FIG9_CSV = REPORTS / "plots" / "fig9_gmacs.csv"
 FIG9_PNG = REPORTS / "figures" / "fig9_gmacs.png"
+
+RUNS = Path("runs")
+
+
+def run_dir(row: str) -> Path:
+    return RUNS / row
+
+
+def train_plots(row: str) -> Path:
+    return REPORTS / "plots" / "train" / f"{row}.csv"

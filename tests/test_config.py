@@ -115,3 +115,15 @@ def test_missing_params_file_and_bad_yaml(tmp_path: Path) -> None:
     (tmp_path / "params.yaml").write_text(yaml.safe_dump([1, 2]))
     with pytest.raises(ConfigError, match="expected a mapping"):
         load_params(tmp_path / "params.yaml")
+
+
+def test_row_resolution_must_match_its_dataset(micro_dict: dict) -> None:
+    micro_dict["rows"] = {"sg2": {"dataset": "faces32", "table": "table1", "generator": {"kind": "stylegan2", "resolution": 64}}}
+    msg = _error(micro_dict)
+    assert "rows.sg2.generator.resolution" in msg and "64" in msg and "32 px" in msg
+
+
+def test_row_train_overrides_are_validated(micro_dict: dict) -> None:
+    micro_dict["rows"] = {"sg2": {"dataset": "faces32", "table": "table1", "generator": {"kind": "stylegan2", "resolution": 32},
+                                  "train": {"r1_gama": 1.0}}}
+    assert "r1_gama" in _error(micro_dict)

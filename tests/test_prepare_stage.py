@@ -52,3 +52,13 @@ def test_missing_source_fails_before_any_output(project: Path, micro_dict: dict)
 
 def test_flatten_nested_params() -> None:
     assert flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": {}}) == {"a.b": 1, "a.c.d": [1, 2], "e": {}}
+
+
+def test_relative_sqlite_uri_is_bound_to_the_current_folder(tmp_path: Path, monkeypatch) -> None:
+    from pipeline.tracking import resolve_tracking_uri
+
+    monkeypatch.chdir(tmp_path)
+    assert resolve_tracking_uri("sqlite:///mlruns.db") == f"sqlite:///{tmp_path.resolve()}/mlruns.db"
+    assert resolve_tracking_uri("sqlite:////abs/x.db") == "sqlite:////abs/x.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert resolve_tracking_uri("sqlite:///mlruns.db") == "http://127.0.0.1:5000"

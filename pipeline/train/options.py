@@ -1,0 +1,152 @@
+"""Training options: the typed `train:` section of params.yaml and the per-row overrides on top of it.
+
+Pure pydantic (no torch import) so the configuration layer can validate it cheaply. Defaults are
+the paper's recipe (paper.md section 3); where the paper text and the authors' released config
+disagree the paper text is the default and the other value is named in the field's description.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.config import ConfigError
+
+# Multiplier of gamma * mean ||grad_x D(x)||^2 in the R1 term, by convention:
+# the INR-GAN authors' code adds gamma times the mean squared norm; StyleGAN2 adds gamma / 2 times it.
+R1_FACTORS = {"inr_gan": 1.0, "stylegan2": 0.5}
+
+DEFAULT_LR = {
+    "d": 0.003,  # discriminator (paper, Appendix A)
+    "inr": 0.0005,  # shared INR parameters (FMM base matrices, ...)
+    "hyper": 0.00001,  # hypernetwork: paper text; the released config uses 0.00005
+    "mapping": 0.002,  # StyleGAN2-based generators: StyleGAN2's own G learning rate (config-e/f)
+    "synthesis": 0.002,
+}
+
+# Options that may change between a run and its resumption without changing what is being trained.
+RESUMABLE_CHANGES = frozenset({"iterations", "kimg", "snapshot_every", "log_every", "num_workers", "device", "batch_per_gpu"})
+
+
+class TrainConfig(BaseModel):
+    """Everything the training loop needs besides the models and the data."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    total_batch: int = Field(default=64, gt=0, description="images per step over all processes (paper: 32/16/8 per GPU x 4 GPUs at 128/256/1024)")
+    batch_per_gpu: int | None = Field(default=None, gt=0, description="images per forward pass on one process; smaller than total_batch / processes accumulates gradients (None: no accumulation)")
+    iterations: int = Field(default=800_000, gt=0, description="training steps (one D step + one G step each); paper: 800k")
+    kimg: float | None = Field(default=None, gt=0, description="training length in thousands of real images shown; when given it sets the length instead of iterations")
+    lr: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_LR), description="learning rate per parameter group: 'd' for the discriminator, the generator's param_groups() names for the rest; given entries replace the defaults one by one")
+    betas: tuple[float, float] = Field(default=(0.0, 0.98), description="Adam betas (0.99 for beta2 in StyleGAN2-ADA variants)")
+    eps: float = Field(default=1e-8, gt=0)
+    r1_gamma: float = Field(default=10.0, ge=0.0, description="R1 weight gamma on real images; 0 disables R1")
+    r1_interval: int = Field(default=1, ge=1, description="apply R1 every this many steps (paper: every step); > 1 is the lazy variant, its term scaled by the interval")
+    r1_convention: Literal["inr_gan", "stylegan2"] = Field(default="inr_gan", description="inr_gan: + gamma * mean ||grad||^2 (the authors' code); stylegan2: + gamma/2 * mean ||grad||^2")
+    ema: float = Field(default=0.999, ge=0.0, lt=1.0, description="G_ema <- ema * G_ema + (1 - ema) * G after each G step")
+    hflip: bool = Field(default=True, description="random horizontal flips of real images")
+    mixed_precision: Literal["off", "bf16", "fp16"] = Field(default="off", description="autocast of G and D forward passes; CUDA only")
+    snapshot_every: int = Field(default=5000, gt=0, description="steps between network snapshot + training state + sample grid (also written at the end)")
+    log_every: int = Field(default=100, gt=0, description="steps between rows of the plots file and MLflow metrics")
+    sample_grid: int = Field(default=8, gt=0, le=32, description="side of the fixed-seed sample grid")
+    sample_seed: int = Field(default=0, ge=0, description="the grid's image i uses the latent of seed sample_seed + i")
+    seed: int = Field(default=0, ge=0, description="seeds model initialisation, latents, flips and data order")
+    num_workers: int = Field(default=0, ge=0, description="data loader worker processes per training process")
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: CUDA when available, else CPU")
+    discriminator: dict[str, Any] = Field(default_factory=dict, description="discriminator settings (DiscriminatorSpec minus resolution, which follows the generator); empty: StyleGAN2 config-e")
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: Any) -> Any:
+        return "off" if v is False else v  # YAML 1.1 reads an unquoted `off` as false
+
+    @field_validator("lr", mode="before")
+    @classmethod
+    def _lr_defaults(cls, lr: Any) -> Any:
+        return {**DEFAULT_LR, **lr} if isinstance(lr, Mapping) else lr
+
+    @field_validator("lr")
+    @classmethod
+    def _lr(cls, lr: dict[str, float]) -> dict[str, float]:
+        bad = {k: v for k, v in lr.items() if not v > 0}
+        if bad:
+            raise ValueError(f"learning rates must be positive, got {bad}")
+        return lr
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, b: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= x < 1.0 for x in b):
+            raise ValueError(f"Adam betas must lie in [0, 1), got {b}")
+        return b
+
+    @model_validator(mode="after")
+    def _length(self) -> TrainConfig:
+        if self.kimg is not None and "iterations" in self.model_fields_set:
+            raise ValueError(f"give one of iterations ({self.iterations}) and kimg ({self.kimg}), not both")
+        if self.batch_per_gpu is not None and self.batch_per_gpu > self.total_batch:
+            raise ValueError(f"batch_per_gpu {self.batch_per_gpu} exceeds total_batch {self.total_batch}")
+        return self
+
+    @property
+    def r1_factor(self) -> float:
+        return R1_FACTORS[self.r1_convention]
+
+    @property
+    def total_steps(self) -> int:
+        if self.kimg is None:
+            return self.iterations
+        return max(1, round(self.kimg * 1000 / self.total_batch))
+
+    def per_process(self, world_size: int) -> tuple[int, int]:
+        """(images per process per step, gradient-accumulation rounds); raises when they do not divide."""
+        if self.total_batch % world_size:
+            raise ConfigError(
+                f"total_batch {self.total_batch} is not divisible by the number of processes {world_size}; "
+                f"set train.total_batch to a multiple of {world_size} or change --nproc"
+            )
+        per_rank = self.total_batch // world_size
+        chunk = min(self.batch_per_gpu or per_rank, per_rank)
+        if per_rank % chunk:
+            raise ConfigError(
+                f"train.batch_per_gpu {chunk} does not divide the {per_rank} images each of {world_size} processes gets per step "
+                f"(total_batch {self.total_batch}); pick a divisor of {per_rank}"
+            )
+        return per_rank, per_rank // chunk
+
+
+def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    # Nested mappings (lr, discriminator) merge key by key so a row can change one learning rate.
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merge(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) else value
+    return out
+
+
+def resolve_train_config(defaults: TrainConfig | Mapping[str, Any], override: Mapping[str, Any] | None = None, where: str = "train") -> TrainConfig:
+    """The defaults section with one row's overrides on top, validated; errors name the key and `where`."""
+    base = defaults.model_dump(exclude_unset=True) if isinstance(defaults, TrainConfig) else dict(defaults)
+    override = dict(override or {})
+    merged = _merge(base, override)
+    if ("iterations" in override) != ("kimg" in override):
+        # A row that sets one length key replaces the other instead of conflicting with it.
+        for key in ("iterations", "kimg"):
+            if key not in override and ("iterations" in override or "kimg" in override):
+                merged.pop(key, None)
+    try:
+        return TrainConfig.model_validate(merged)
+    except ValidationError as err:
+        lines = [f"invalid training options in {where}:"]
+        for e in err.errors():
+            key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+            msg = "unknown key (check its spelling)" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
+            lines.append(f"  {key}: {msg}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def changed_fields(old: Mapping[str, Any], new: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    """Fields that differ between a checkpoint's options and the current ones and would change the result."""
+    current = new.model_dump(mode="json")
+    return {k: (old.get(k), v) for k, v in current.items() if k not in RESUMABLE_CHANGES and old.get(k) != v}

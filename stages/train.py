@@ -1,0 +1,140 @@
+"""Stage `train`: one ablation row, from its prepared dataset to a trained G/D pair under runs/<row>/.
+
+Runs as one process (`pipeline train --row ROW`) or as each of N torchrun processes
+(`torchrun --standalone --nproc_per_node N -m stages.train --row ROW`); only rank 0 writes files,
+opens the MLflow run and shows progress. Running the same command again after a crash resumes from
+runs/<row>/training-state.pt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Mapping
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from pipeline.config import ConfigError, Params, load_params
+from pipeline.data.dataset import PreparedDataset
+from pipeline.io import write_json
+from pipeline.tracking import resolve_tracking_uri, stage_run
+from pipeline.train.benchmark import benchmark_training
+from pipeline.train.checkpoint import TRAINING_STATE, CheckpointError, verify_checkpoint
+from pipeline.train.distributed import init_from_env, shutdown
+from pipeline.train.loop import TrainingInputError, TrainSummary, train
+from pipeline.train.options import TrainConfig, resolve_train_config
+from pipeline.train.trainer import TrainingDiverged
+from stages import paths
+
+def train_options(params: Params, row: str) -> TrainConfig:
+    """The `train:` defaults with rows.<row>.train on top; what neither sets is the paper's recipe."""
+    return resolve_train_config(params.train, params.row(row).train, where=f"train + rows.{row}.train")
+
+
+def resolved(params: Params, row: str, options: TrainConfig | None = None) -> dict[str, Any]:
+    """What options.json records and `--dry-run` prints."""
+    cfg = params.row(row)
+    options = options or train_options(params, row)
+    return {"row": row, "dataset": cfg.dataset, "profile": params.profile, "generator": cfg.generator.model_dump(mode="json"),
+            "train": options.model_dump(mode="json"), "total_steps": options.total_steps,
+            "kimg": options.total_steps * options.total_batch / 1000}
+
+
+def model_factories(generator: BaseModel, options: TrainConfig, resolution: int) -> tuple[Callable, Callable]:
+    """Constructors of the row's generator and of the discriminator at the dataset's resolution."""
+    from pipeline.models.registry import build_discriminator, build_generator
+
+    return (lambda: build_generator(generator)), (lambda: build_discriminator({**options.discriminator, "resolution": resolution}))
+
+
+def _open_dataset(root: Path, dataset: str) -> PreparedDataset:
+    # Flips are drawn by the loop (seeded per step), so the dataset itself never flips.
+    where = root / paths.prepared_dir(dataset)
+    if not where.exists():
+        raise TrainingInputError(f"prepared dataset '{where}' does not exist; run `pipeline prepare --dataset {dataset}` first")
+    try:
+        return PreparedDataset(where, hflip=False)
+    except (FileNotFoundError, ValueError) as err:
+        raise TrainingInputError(str(err)) from None
+
+
+def run(params: Params, row: str, root: Path = Path("."), resume: bool = True, options: TrainConfig | None = None,
+        environ: Mapping[str, str] | None = None, progress: bool = True, restart_on_change: bool = False) -> TrainSummary:
+    """Train `row` of `params` under `root`; `options` replaces the ones resolved from params.
+
+    resume: continue from runs/<row>/training-state.pt if it exists (a corrupt one stops the stage).
+    restart_on_change: a state written under other settings of the row is replaced instead of
+    stopping the stage (dvc.yaml passes it, so that a changed setting re-trains the row)."""
+    cfg = params.row(row)
+    options = options or train_options(params, row)
+    environ = os.environ if environ is None else environ
+    options.per_process(int(environ.get("WORLD_SIZE", "1")))  # before any work: a batch that does not split stops here
+    dataset = _open_dataset(root, cfg.dataset)
+    out_dir = root / paths.run_dir(row)
+    if resume and (out_dir / TRAINING_STATE).exists():
+        verify_checkpoint(out_dir / TRAINING_STATE)  # a damaged one stops us before any file or MLflow run is written
+    ctx = init_from_env(environ, options.device)
+    try:
+        info = resolved(params, row, options)
+        if ctx.is_main:
+            write_json(out_dir / "options.json", {**info, "world_size": ctx.world_size, "device": str(ctx.device)})
+        tags = {"stage": "train", "row": row, "dataset": cfg.dataset, "profile": params.profile}
+        tracking = (stage_run(resolve_tracking_uri(params.tracking.uri), params.tracking.experiment, f"train/{row}", tags,
+                              {**info, "world_size": ctx.world_size}) if ctx.is_main else nullcontext(None))
+        with tracking as tracker:
+            make_g, make_d = model_factories(cfg.generator, options, dataset.resolution)
+            summary = train(
+                options, make_g, make_d, dataset, out_dir, ctx=ctx, resume=resume, plots_path=root / paths.train_plots(row), tracker=tracker,
+                snapshot_info=info, identity={"dataset": cfg.dataset, "generator": cfg.generator.model_dump(mode="json")},
+                restart_on_change=restart_on_change, dataset_name=f"{cfg.dataset} ({dataset.root})", progress=progress,
+            )
+            if tracker is not None:
+                tracker.log_artifact(out_dir / "options.json")
+        return summary
+    finally:
+        shutdown(ctx)
+
+
+def benchmark(params: Params, row: str, batch: int | None = None, steps: int = 10, warmup: int = 3, device: str = "auto") -> dict[str, Any]:
+    """Training images/s of `row` on random images (no data loading): G and D steps with R1 and EMA.
+
+    batch defaults to what one process computes at once under the row's options."""
+    cfg = params.row(row)
+    options = train_options(params, row)
+    per_rank, rounds = options.per_process(1)
+    make_g, make_d = model_factories(cfg.generator, options, cfg.generator.resolution)
+    generator, discriminator = make_g(), make_d()
+    result = benchmark_training(generator, discriminator, options, batch or per_rank // rounds, steps, warmup, device)
+    return {"row": row, **result}
+
+
+def torchrun_command(nproc: int, params_path: Path, row: str, resume: bool = True, restart_on_change: bool = False) -> list[str]:
+    """The command `pipeline train --nproc N` runs: torchrun on this machine, N processes."""
+    flags = [*([] if resume else ["--no-resume"]), *(["--restart-on-change"] if restart_on_change else [])]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            "-m", "stages.train", "--params", str(params_path), "--row", row, *flags]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry of each torchrun process: `python -m stages.train --params PATH --row ROW [--no-resume]`."""
+    ap = argparse.ArgumentParser(prog="python -m stages.train", description=__doc__.splitlines()[0])
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    ap.add_argument("--row", required=True)
+    ap.add_argument("--no-resume", dest="resume", action="store_false", help="start over even if a training state exists")
+    ap.add_argument("--restart-on-change", action="store_true", help="start over when the training state belongs to other settings")
+    args = ap.parse_args(argv)
+    try:
+        summary = run(load_params(args.params), args.row, resume=args.resume, restart_on_change=args.restart_on_change)
+    except (ConfigError, TrainingInputError, CheckpointError, TrainingDiverged) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"trained {args.row}: step {summary.step}, {summary.images_seen / 1000:.1f} kimg in {summary.seconds:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

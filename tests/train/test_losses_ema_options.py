@@ -1,0 +1,152 @@
+"""The recipe's math against closed forms: logistic losses, R1 (both conventions, lazy), EMA; the options."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from pipeline.config import ConfigError
+from pipeline.train.distributed import DistContext
+from pipeline.train.ema import make_ema, update_ema
+from pipeline.train.losses import d_fake_loss, d_real_loss, g_nonsaturating_loss, r1_grad_sq, r1_penalty
+from pipeline.train.options import TrainConfig, changed_fields, resolve_train_config
+from pipeline.train.trainer import GANTrainer, generator_param_groups
+
+from .toy import ToyGenerator, toy_options
+
+
+class LinearD(nn.Module):
+    """D(x) = <a, x> + b: grad_x D = a for every image, so ||grad||^2 = ||a||^2 exactly."""
+
+    def __init__(self, res: int = 8):
+        super().__init__()
+        self.a = nn.Parameter(torch.randn(3, res, res, generator=torch.Generator().manual_seed(0)))
+        self.b = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        return (x * self.a).flatten(1).sum(1, keepdim=True) + self.b
+
+
+def test_logistic_losses_match_their_definitions():
+    logits = torch.tensor([-3.0, -0.5, 0.0, 0.7, 4.0])
+    sig = torch.sigmoid(logits)
+    torch.testing.assert_close(d_real_loss(logits), -torch.log(sig))
+    torch.testing.assert_close(d_fake_loss(logits), -torch.log(1 - sig))
+    torch.testing.assert_close(g_nonsaturating_loss(logits), -torch.log(sig))
+
+
+@pytest.mark.parametrize("convention,factor", [("inr_gan", 1.0), ("stylegan2", 0.5)])
+def test_r1_on_a_linear_discriminator_equals_the_closed_form(convention, factor):
+    d = LinearD()
+    x = torch.randn(5, 3, 8, 8, requires_grad=True)
+    grad_sq = r1_grad_sq(d(x), x)
+    a_sq = d.a.detach().square().sum()
+    torch.testing.assert_close(grad_sq, a_sq.expand(5))
+    opts = TrainConfig(r1_convention=convention, r1_gamma=10.0)
+    term = r1_penalty(grad_sq, opts.r1_gamma, opts.r1_factor).mean()
+    torch.testing.assert_close(term, factor * 10.0 * a_sq)
+    # The penalty's own gradient w.r.t. D's weights: d/da (c ||a||^2) = 2 c a.
+    (g_a,) = torch.autograd.grad(term, d.a)
+    torch.testing.assert_close(g_a, 2 * factor * 10.0 * d.a.detach())
+
+
+def test_r1_of_a_quadratic_discriminator_is_per_sample():
+    x = torch.randn(4, 3, 8, 8, requires_grad=True)
+    logits = 0.3 * x.square().flatten(1).sum(1)  # grad = 0.6 x
+    torch.testing.assert_close(r1_grad_sq(logits, x), 0.36 * x.detach().square().flatten(1).sum(1))
+
+
+def test_lazy_r1_runs_every_interval_steps_scaled_by_it():
+    def penalty_at(step, interval):
+        torch.manual_seed(0)
+        opts = toy_options(r1_interval=interval)
+        t = GANTrainer(ToyGenerator(), LinearD(), opts, DistContext(), per_rank=4)
+        reals = torch.rand(4, 3, 8, 8) * 2 - 1
+        a_sq = t.D.a.detach().square().sum().item()
+        return t.d_step(reals, torch.randn(4, 4), do_r1=step % interval == 0, step=step)["r1_penalty"], a_sq
+
+    every, a_sq = penalty_at(0, 1)
+    assert every == pytest.approx(10.0 * a_sq, rel=1e-5)
+    lazy, _ = penalty_at(4, 4)
+    assert lazy == pytest.approx(4 * 10.0 * a_sq, rel=1e-5)
+    skipped, _ = penalty_at(5, 4)
+    assert skipped == 0.0
+
+
+def test_ema_update_matches_the_closed_form():
+    g = nn.Linear(3, 2)
+    g.register_buffer("w_avg", torch.zeros(2))
+    ema = make_ema(g)
+    e0 = [p.detach().clone() for p in ema.parameters()]
+    with torch.no_grad():
+        for p in g.parameters():
+            p.add_(1.0)
+        g.w_avg.fill_(7.0)
+    beta, k = 0.9, 5
+    for _ in range(k):
+        update_ema(ema, g, beta)
+    for pe, p, p0 in zip(ema.parameters(), g.parameters(), e0):
+        # Repeated averaging towards a constant target: p + beta^k (e0 - p).
+        torch.testing.assert_close(pe, p.detach() + beta**k * (p0 - p.detach()))
+    assert torch.equal(ema.w_avg, g.w_avg)
+    assert not any(p.requires_grad for p in ema.parameters())
+
+
+def test_defaults_are_the_papers_recipe():
+    o = TrainConfig()
+    assert (o.betas, o.eps, o.r1_gamma, o.r1_interval, o.ema, o.hflip) == ((0.0, 0.98), 1e-8, 10.0, 1, 0.999, True)
+    assert o.lr["d"] == 0.003 and o.lr["inr"] == 0.0005 and o.lr["hyper"] == 1e-5
+    assert o.r1_factor == 1.0 and o.total_steps == 800_000 and o.mixed_precision == "off"
+    assert TrainConfig(mixed_precision=False).mixed_precision == "off"  # YAML's unquoted `off`
+
+
+def test_row_override_merges_learning_rates_and_length():
+    defaults = TrainConfig(kimg=10, total_batch=32)
+    o = resolve_train_config(defaults, {"lr": {"hyper": 5e-5}, "iterations": 7})
+    assert o.lr["hyper"] == 5e-5 and o.lr["d"] == 0.003 and o.total_steps == 7 and o.kimg is None
+    assert resolve_train_config(defaults, {}).total_steps == round(10_000 / 32)
+    with pytest.raises(ConfigError, match="rows.x.train.*\n.*lr_g: unknown key"):
+        resolve_train_config(defaults, {"lr_g": 1.0}, where="rows.x.train")
+    with pytest.raises(ValueError, match="not both"):
+        TrainConfig(iterations=5, kimg=1)
+
+
+def test_unknown_generator_group_is_named():
+    class Odd(ToyGenerator):
+        def param_groups(self):
+            return {"inr": list(self.inr.parameters()), "trunk": list(self.hyper.parameters())}
+
+    with pytest.raises(ValueError, match="'trunk' have no learning rate in train.lr"):
+        generator_param_groups(Odd(), TrainConfig().lr)
+
+    class Partial(ToyGenerator):
+        def param_groups(self):
+            return {"inr": list(self.inr.parameters())}
+
+    with pytest.raises(ValueError, match="in no group.*hyper.0.weight"):
+        generator_param_groups(Partial(), TrainConfig().lr)
+    groups = generator_param_groups(ToyGenerator(), {"d": 1.0, "inr": 0.1, "hyper": 0.01})
+    assert {g["name"]: g["lr"] for g in groups} == {"inr": 0.1, "hyper": 0.01}
+
+
+def test_batch_split_errors_say_what_to_change():
+    with pytest.raises(ConfigError, match="total_batch 10 is not divisible by the number of processes 4"):
+        TrainConfig(total_batch=10).per_process(4)
+    with pytest.raises(ConfigError, match="batch_per_gpu 3 does not divide the 8"):
+        TrainConfig(total_batch=16, batch_per_gpu=3).per_process(2)
+    assert TrainConfig(total_batch=16, batch_per_gpu=2).per_process(2) == (8, 4)
+
+
+def test_resume_compatibility_ignores_length_and_workers():
+    old = toy_options().model_dump(mode="json")
+    assert changed_fields(old, toy_options(iterations=100, num_workers=2)) == {}
+    assert set(changed_fields(old, toy_options(r1_gamma=1.0))) == {"r1_gamma"}
+
+
+def test_mixed_precision_is_refused_on_the_cpu():
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        GANTrainer(ToyGenerator(), LinearD(), toy_options(mixed_precision="bf16"), DistContext(), per_rank=4)
+    assert math.isclose(TrainConfig(r1_convention="stylegan2").r1_factor, 0.5)

@@ -1,0 +1,84 @@
+"""The train stage on a toy row: outputs under runs/<row>/, options.json, the plots file, one
+MLflow run on rank 0, resume by running again, and its bad-input messages. The model registry is
+replaced by the toy models so this test does not depend on the generators' code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pipeline.config import ConfigError, parse_params
+from pipeline.train.checkpoint import CheckpointError
+from pipeline.train.loop import TrainingInputError
+from stages import train as stage
+
+from .toy import ToyDiscriminator, ToyGenerator, toy_options
+
+
+def _prepare(root: Path, n: int = 32, res: int = 8) -> None:
+    out = root / "data" / "prepared" / "faces32"
+    out.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    np.save(out / "images.npy", rng.integers(0, 256, size=(n, res, res, 3), dtype=np.uint8))
+    np.save(out / "labels.npy", np.zeros(n, dtype=np.int64))
+    (out / "meta.json").write_text(json.dumps({"num_classes": 1}))
+
+
+@pytest.fixture
+def toy_row(project: Path, micro_dict: dict, monkeypatch: pytest.MonkeyPatch):
+    micro_dict["rows"] = {"toy": {"dataset": "faces32", "table": "test", "generator": {"kind": "stylegan2", "resolution": 32}}}
+    monkeypatch.setattr(stage, "model_factories", lambda generator, options, resolution: (ToyGenerator, ToyDiscriminator))
+    return parse_params(micro_dict)
+
+
+def test_stage_writes_run_folder_plots_and_one_mlflow_run(project: Path, toy_row) -> None:
+    _prepare(project)
+    summary = stage.run(toy_row, "toy", options=toy_options(iterations=4), environ={}, progress=False)
+    run = project / "runs" / "toy"
+    assert summary.step == 4
+    assert {p.name for p in run.iterdir()} == {"options.json", "network-snapshot.pt", "training-state.pt", "samples"}
+    options = json.loads((run / "options.json").read_text())
+    assert options["row"] == "toy" and options["train"]["total_batch"] == 8 and options["world_size"] == 1
+    assert (project / "reports" / "plots" / "train" / "toy.csv").read_text().count("\n") == 5
+    client = MlflowClient(tracking_uri="sqlite:///mlruns.db")
+    exp = client.get_experiment_by_name(toy_row.tracking.experiment)
+    (mlrun,) = client.search_runs([exp.experiment_id])
+    assert mlrun.data.tags["stage"] == "train" and mlrun.data.tags["row"] == "toy" and mlrun.info.status == "FINISHED"
+    assert mlrun.data.params["train.r1_gamma"] == "10.0" and "loss_g" in mlrun.data.metrics
+    again = stage.run(toy_row, "toy", options=toy_options(iterations=6), environ={}, progress=False)
+    assert again.resumed_from == 4 and again.step == 6
+
+
+def test_missing_and_empty_datasets_are_named(project: Path, toy_row) -> None:
+    with pytest.raises(TrainingInputError, match=r"prepared dataset 'data/prepared/faces32' does not exist; run `pipeline prepare --dataset faces32`"):
+        stage.run(toy_row, "toy", options=toy_options(), environ={}, progress=False)
+    _prepare(project, n=0)
+    with pytest.raises(TrainingInputError, match="data/prepared/faces32' is empty"):
+        stage.run(toy_row, "toy", options=toy_options(), environ={}, progress=False)
+    assert not (project / "runs").exists()
+
+
+def test_batch_not_divisible_by_processes_stops_first(project: Path, toy_row) -> None:
+    with pytest.raises(ConfigError, match="total_batch 8 is not divisible by the number of processes 3"):
+        stage.run(toy_row, "toy", options=toy_options(), environ={"WORLD_SIZE": "3", "RANK": "5"}, progress=False)
+
+
+def test_default_options_and_torchrun_command(toy_row) -> None:
+    assert stage.train_options(toy_row, "toy").total_steps == 800_000
+    cmd = stage.torchrun_command(4, Path("params.yaml"), "toy", resume=False, restart_on_change=True)
+    assert cmd[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4", "-m"]
+    assert cmd[6:] == ["stages.train", "--params", "params.yaml", "--row", "toy", "--no-resume", "--restart-on-change"]
+
+
+def test_corrupt_state_stops_the_stage_before_it_writes_anything(project: Path, toy_row) -> None:
+    _prepare(project)
+    state = project / "runs" / "toy" / "training-state.pt"
+    state.parent.mkdir(parents=True)
+    state.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="runs/toy/training-state.pt' is corrupt or truncated"):
+        stage.run(toy_row, "toy", options=toy_options(), environ={}, progress=False)
+    assert state.read_bytes() == b"not a checkpoint" and not (project / "runs" / "toy" / "options.json").exists()
