@@ -23,7 +23,7 @@ repro: venv
 
 # pytest exits 5 when it collected no test; make fails on any non-zero status, so that counts as failure.
 test: venv
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2
 
 ui: venv
 	$(BIN)/pipeline ui

@@ -148,6 +148,94 @@ def macs(
         typer.echo(Path("reports/tables/table1_cost.md").read_text())
 
 
+DatasetOption = Annotated[str, typer.Option("--dataset", "-d", help="dataset name from params.yaml `prepare.datasets`")]
+
+
+@app.command()
+def reference(dataset: DatasetOption, params_path: ParamsOption = Path("params.yaml")) -> None:
+    """Feature statistics of a dataset's real images for FID/IS (Inception) or fd_domain/is_domain (a CNN
+    trained here on the dataset's classes, offline): data/reference/<dataset>.npz."""
+    from stages import reference as stage
+
+    typer.echo(json.dumps(stage.run(load_params(params_path), dataset), indent=2, default=str))
+
+
+@app.command()
+def score(row: RowOption, params_path: ParamsOption = Path("params.yaml")) -> None:
+    """FID/IS (or fd_domain/is_domain offline) and UpsampledFID of a trained row's EMA generator, from a fixed
+    seed range: reports/metrics/score/<row>.json."""
+    from stages import score as stage
+
+    typer.echo(json.dumps(stage.run(load_params(params_path), row), indent=2, default=str))
+
+
+@app.command()
+def bench(
+    rows: Annotated[Optional[str], typer.Option(help="comma-separated rows (default: params `bench.rows`)")] = None,
+    resolution: Annotated[Optional[int], typer.Option(help="output side (default: `bench.resolution`)")] = None,
+    batch: Annotated[Optional[int], typer.Option(help="images per forward pass (default: `bench.batch`)")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda (default: `bench.device`)")] = None,
+    dtype: Annotated[Optional[str], typer.Option(help="fp32 or bf16 (bf16 on CUDA only)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the records as a JSON list")] = False,
+    params_path: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Generator throughput (images/s, median of alternating rounds after warm-up) and peak memory. A row
+    is built at paper size from `macs.rows` when it has a spec at that resolution, else from `rows`."""
+    params = load_params(params_path)
+    from stages import bench as stage
+
+    overrides = {"rows": tuple(rows.split(",")) if rows else None, "resolution": resolution, "batch": batch, "device": device, "dtype": dtype}
+    records = stage.run(params, **{k: v for k, v in overrides.items() if v is not None})
+    if as_json:
+        typer.echo(json.dumps(records, indent=2))
+    else:
+        for r in records:
+            typer.echo(f"{r['row']:>24}  {r['resolution']} px  batch {r['batch']}  {r['device']} {r['dtype']}  "
+                       f"{r['img_per_s']:.2f} img/s  peak {r['peak_mem_mb']:.0f} MB")
+
+
+ModelOption = Annotated[Optional[str], typer.Option("--model", "-m", help="model from params.yaml `project.models` (inr_gan, stylegan2); default: all")]
+
+
+@app.command()
+def keypoints(params_path: ParamsOption = Path("params.yaml")) -> None:
+    """Make KPL's keypoint extractor ready: train the synthetic-faces regressor (reporting its held-out
+    error; data/keypoints/<dataset>/regressor.pt) or, for real faces, locate and load FAN's weights."""
+    from stages import kpl as stage
+
+    typer.echo(json.dumps(stage.prepare_extractor(load_params(params_path)), indent=2, default=str))
+
+
+@app.command()
+def project(model: ModelOption = None, params_path: ParamsOption = Path("params.yaml"), dry_run: DryRun = False) -> None:
+    """Embed real test images into a model's Z and W spaces by optimisation (StyleGAN2's projector without
+    noise maps): data/projections/<model>.npz and a figure of targets vs reconstructions."""
+    params = load_params(params_path)
+    from stages import project as stage
+
+    cfg = stage.project_config(params)
+    models = [model] if model else list(cfg.models)
+    if dry_run:
+        _print_resolved(params, {"models": models, **cfg.model_dump(mode="json")})
+        return
+    for m in models:
+        typer.echo(json.dumps({m: stage.run(params, m)}, indent=2, default=str))
+
+
+@app.command()
+def kpl(model: ModelOption = None, params_path: ParamsOption = Path("params.yaml"), dry_run: DryRun = False) -> None:
+    """Keypoint prediction loss (Table 3, Algorithm 1): fit latent -> keypoints on generated faces, evaluate
+    on projected real faces; KPL(Z), KPL(W), KPL(random). Writes reports/tables/table3_kpl.md."""
+    params = load_params(params_path)
+    from stages import kpl as stage
+
+    if dry_run:
+        _print_resolved(params, stage.kpl_config(params).model_dump(mode="json"))
+        return
+    results = {model: stage.run(params, model)} if model else stage.run_all(params)
+    typer.echo(json.dumps({m: {k: v for k, v in r.items() if k.startswith("kpl")} for m, r in results.items()}, indent=2, default=str))
+
+
 def _free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -175,9 +263,12 @@ def ui(
 def _known_errors() -> tuple[type[Exception], ...]:
     from pipeline.train.checkpoint import CheckpointError
     from pipeline.train.loop import TrainingInputError
+    from pipeline.metrics.scoring import MetricsInputError
     from pipeline.train.trainer import TrainingDiverged
 
-    return (ConfigError, PrepareError, SourceError, FileNotFoundError, TrainingInputError, CheckpointError, TrainingDiverged)
+    # FileNotFoundError covers the missing-weights errors (Inception, FAN, VGG), which name file, URL and folder.
+    return (ConfigError, PrepareError, SourceError, FileNotFoundError, TrainingInputError, CheckpointError, TrainingDiverged,
+            MetricsInputError)
 
 
 def main() -> None:

@@ -9,6 +9,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline.analysis.kpl import KPLConfig
+from pipeline.analysis.projection import ProjectConfig
+from pipeline.metrics.scoring import ReferenceConfig, ScoreConfig
+from pipeline.metrics.throughput import BenchConfig
 from pipeline.models.specs import GeneratorSpec
 
 PROFILES = ("micro", "default", "paper")
@@ -144,6 +148,11 @@ class Params(_Strict):
     train: dict[str, Any] = Field(default_factory=dict, description="training defaults (pipeline.train.options.TrainConfig)")
     rows: dict[str, RowConfig] = Field(default_factory=dict)
     macs: MacsConfig
+    reference: ReferenceConfig = ReferenceConfig()
+    score: ScoreConfig = ScoreConfig()
+    bench: BenchConfig = BenchConfig()
+    project: ProjectConfig | None = Field(default=None, description="latent projection of real faces (Table 3); face datasets only")
+    kpl: KPLConfig | None = Field(default=None, description="keypoint prediction loss (Table 3); face datasets only")
 
     @model_validator(mode="after")
     def _references(self) -> Params:
@@ -162,6 +171,20 @@ class Params(_Strict):
                     f"{row.dataset!r} prepared at {resolution} px; use a dataset at {row.generator.resolution} px or change the row"
                 )
             resolve_train_config(self.train, row.train, where=f"train + rows.{name}.train")
+        datasets = {f"score.upsampled.{k}": k for k in self.score.upsampled} | {f"score.upsampled.{k}": v for k, v in self.score.upsampled.items()}
+        if self.project:
+            datasets["project.dataset"] = self.project.dataset
+            for model, row in self.project.models.items():
+                if row not in self.rows:
+                    raise ValueError(f"project.models.{model}: unknown row {row!r}; defined rows: {', '.join(sorted(self.rows)) or 'none'}")
+        if self.kpl and self.kpl.regressor:
+            datasets["kpl.regressor.dataset"] = self.kpl.regressor.dataset
+        for key, name in datasets.items():
+            if name not in self.prepare.datasets:
+                raise ValueError(f"{key}: unknown dataset {name!r}; defined datasets: {', '.join(sorted(self.prepare.datasets))}")
+        for row in self.bench.rows:
+            if row not in self.rows and row not in self.macs.rows:
+                raise ValueError(f"bench.rows: unknown row {row!r}; use a row of `rows` or of `macs.rows`")
         return self
 
     def dataset(self, name: str) -> DatasetConfig:

@@ -95,8 +95,8 @@ def test_lookup_of_unknown_names(micro_dict: dict) -> None:
     params = parse_params(micro_dict)
     with pytest.raises(ConfigError, match="unknown dataset 'lsun'.*faces32"):
         params.dataset("lsun")
-    with pytest.raises(ConfigError, match="unknown row 'inr_gan'"):
-        params.row("inr_gan")
+    with pytest.raises(ConfigError, match="unknown row 'biggan'; .*defines: inr_gan, stylegan2"):
+        params.row("biggan")
 
 
 def test_missing_source_path_fails_before_work(micro_dict: dict, tmp_path: Path) -> None:

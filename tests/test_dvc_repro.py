@@ -1,8 +1,10 @@
-"""`dvc repro` end to end on the micro profile: runs, is a no-op the second time, re-runs only what changed."""
+"""`dvc repro` end to end on the micro profile: every stage runs, a second run is a no-op, and a
+changed parameter re-runs only the stages that read it (checked with `dvc repro --dry`)."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,8 +20,20 @@ REPO = Path(__file__).resolve().parents[1]
 def _run(cmd: list[str], cwd: Path) -> str:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
-    assert res.returncode == 0, f"{' '.join(cmd)} failed:\n{res.stdout}\n{res.stderr}"
+    assert res.returncode == 0, f"{' '.join(cmd)} failed:\n{res.stdout[-4000:]}\n{res.stderr[-4000:]}"
     return res.stdout + res.stderr
+
+
+def _would_run(cwd: Path, edit) -> set[str]:
+    params = cwd / "params.yaml"
+    original = params.read_text()
+    data = yaml.safe_load(original)
+    edit(data)
+    params.write_text(yaml.safe_dump(data, sort_keys=False))
+    try:
+        return set(re.findall(r"Running stage '([^']+)'", _run(["dvc", "repro", "--dry"], cwd)))
+    finally:
+        params.write_text(original)
 
 
 def test_dvc_repro_micro(tmp_path: Path) -> None:
@@ -30,20 +44,32 @@ def test_dvc_repro_micro(tmp_path: Path) -> None:
     shutil.rmtree(tmp_path / ".dvc" / "tmp", ignore_errors=True)
     shutil.copy(REPO / "profiles" / "micro.yaml", tmp_path / "params.yaml")
     _run(["git", "init", "-q"], tmp_path)
-    datasets = sorted(yaml.safe_load((tmp_path / "params.yaml").read_text())["prepare"]["datasets"])
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    datasets, rows = sorted(params["prepare"]["datasets"]), sorted(params["rows"])
 
     out = _run(["dvc", "repro"], tmp_path)
+    ran = set(re.findall(r"Running stage '([^']+)'", out))
+    expected = {f"prepare@{d}" for d in datasets} | {f"reference@{d}" for d in datasets} | {"macs", "keypoints", "kpl"}
+    expected |= {f"{stage}@{r}" for r in rows for stage in ("train", "score", "project")}
+    assert ran == expected
     for name in datasets:
-        assert f"prepare@{name}" in out
         assert (tmp_path / paths.prepared_dir(name) / "images.npy").exists()
         assert (tmp_path / paths.prepare_preview(name)).exists()
+    for row in rows:
+        assert (tmp_path / paths.run_dir(row) / "network-snapshot.pt").exists()
+        assert (tmp_path / "reports" / "metrics" / "score" / f"{row}.json").exists()
+    assert (tmp_path / paths.TABLE1_COST_MD).exists() and (tmp_path / "reports" / "tables" / "table3_kpl.md").exists()
 
-    again = _run(["dvc", "repro"], tmp_path)
-    assert "Running stage" not in again
+    assert "Running stage" not in _run(["dvc", "repro"], tmp_path)
 
-    data = yaml.safe_load((tmp_path / "params.yaml").read_text())
-    data["prepare"]["datasets"][datasets[0]]["seed"] += 1
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    changed = _run(["dvc", "repro"], tmp_path)
-    assert f"Running stage 'prepare@{datasets[0]}'" in changed
-    assert f"Running stage 'prepare@{datasets[1]}'" not in changed
+    def reseed_test_faces(p: dict) -> None:
+        p["prepare"]["datasets"]["faces32_test"]["seed"] += 1
+
+    # --dry lists the stages whose own params or deps changed (downstream ones re-run once the new
+    # outputs exist): exactly the one dataset here, and the one row's train and score below.
+    assert _would_run(tmp_path, reseed_test_faces) == {"prepare@faces32_test"}
+
+    def change_stylegan2(p: dict) -> None:
+        p["rows"]["stylegan2"]["train"] = {"r1_gamma": 0.5}
+
+    assert _would_run(tmp_path, change_stylegan2) == {"train@stylegan2", "score@stylegan2"}

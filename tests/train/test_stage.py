@@ -31,6 +31,7 @@ def _prepare(root: Path, n: int = 32, res: int = 8) -> None:
 @pytest.fixture
 def toy_row(project: Path, micro_dict: dict, monkeypatch: pytest.MonkeyPatch):
     micro_dict["rows"] = {"toy": {"dataset": "faces32", "table": "test", "generator": {"kind": "stylegan2", "resolution": 32}}}
+    micro_dict["train"] = {}  # the paper's recipe; tests pass their own toy options
     monkeypatch.setattr(stage, "model_factories", lambda generator, options, resolution: (ToyGenerator, ToyDiscriminator))
     return parse_params(micro_dict)
 

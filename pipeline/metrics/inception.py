@@ -1,0 +1,166 @@
+"""FID and IS through torch-fidelity's TensorFlow-exact Inception v3, and what every feature
+extractor shares: uint8 quantisation, one pass that gathers Gaussian statistics and logits, IS.
+
+Images are scored as uint8 (N, 3, H, W), the way real images are stored: a generator's [-1, 1]
+output is quantised with round((x + 1) * 127.5) clamped to 0..255 before any extractor sees it, so
+fakes and reals go through the same path (a float path would score differently, see style.md).
+
+Inception weights (`weights-inception-2015-12-05-6726825d.pth`, torch-fidelity's conversion of the
+TensorFlow 2015-12-05 graph) are found, in order: at the path from params, in the torch hub cache
+(`$TORCH_HOME/hub/checkpoints/`), by a download into that cache. When none works, WeightsNotFound
+names the file, its URL and where to put it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+from torch_fidelity.metric_isc import isc_features_to_metric
+
+from pipeline.metrics.frechet import GaussianAccumulator, GaussianStats
+
+INCEPTION_EXTRACTOR = "inception-v3-compat"  # torch-fidelity's registry name
+INCEPTION_URL = URL_INCEPTION_V3
+INCEPTION_FILE = INCEPTION_URL.rsplit("/", 1)[-1]
+INCEPTION_FEATURES = "2048"  # pool3, the FID layer
+INCEPTION_FEATURE_DIMS = {"64": 64, "192": 192, "768": 768, "2048": 2048}
+INCEPTION_LOGITS = "logits_unbiased"  # fc without bias, the IS layer (as torch-fidelity and TF do)
+IS_SPLITS = 10
+
+
+class WeightsNotFound(FileNotFoundError):
+    """Feature-extractor weights could not be found or downloaded; the message says where to put them."""
+
+
+class FeatureExtractor(Protocol):
+    """What the scoring code needs of a feature network (Inception or the domain CNN)."""
+
+    kind: str  # "inception" or "domain": stored with reference statistics
+    fd_name: str  # metric name of the Frechet distance: "fid" or "fd_domain"
+    is_name: str  # metric name of the inception-score formula: "is" or "is_domain"
+    dim: int  # feature size
+    weights_sha256: str
+
+    def __call__(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """uint8 (N, 3, H, W) -> (features (N, dim), logits (N, classes)), float32 on the CPU."""
+        ...
+
+
+def quantize(images: Tensor) -> Tensor:
+    """Generator output in [-1, 1] -> uint8, exactly as real images are stored."""
+    return images.detach().float().add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def nhwc_to_nchw(images: np.ndarray | Tensor) -> Tensor:
+    """Prepared-dataset images (N, S, S, 3) uint8 -> (N, 3, S, S) uint8 tensor."""
+    t = torch.from_numpy(np.array(images, copy=True)) if isinstance(images, np.ndarray) else images  # memory maps are read-only
+    if t.dtype != torch.uint8 or t.ndim != 4 or t.shape[-1] != 3:
+        raise ValueError(f"expected uint8 images of shape (N, S, S, 3), got {t.dtype} {tuple(t.shape)}")
+    return t.permute(0, 3, 1, 2).contiguous()
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class FeatureSummary:
+    """Gaussian statistics of the features and all logits of one image set."""
+
+    stats: GaussianStats
+    logits: Tensor  # (N, classes) float32
+
+
+def summarize(batches: Iterable[Tensor], extractor: FeatureExtractor, progress: Callable[[int], None] | None = None) -> FeatureSummary:
+    """Run uint8 (N, 3, H, W) batches through `extractor`; `progress(images_done)` after each batch."""
+    acc = GaussianAccumulator(extractor.dim)
+    logits: list[Tensor] = []
+    for images in batches:
+        if images.dtype != torch.uint8:
+            raise ValueError(f"feature extractors take uint8 images (use quantize()), got {images.dtype}")
+        feats, lg = extractor(images)
+        acc.update(feats)
+        logits.append(lg.float().cpu())
+        if progress is not None:
+            progress(acc.count)
+    return FeatureSummary(acc.stats(), torch.cat(logits))
+
+
+def inception_score(logits: Tensor, splits: int = IS_SPLITS) -> tuple[float, float]:
+    """(mean, std) over splits of exp(E_x KL(p(y|x) || p(y))), torch-fidelity's implementation."""
+    n = logits.shape[0]
+    out = isc_features_to_metric(logits.double().cpu(), splits=max(1, min(splits, n)), shuffle=True, rng_seed=2020)
+    return out["inception_score_mean"], out["inception_score_std"]
+
+
+def resolve_inception_weights(path: str | Path | None = None, hub_dir: str | Path | None = None, download: bool = True) -> Path:
+    """The Inception weights file: `path` if given (it must exist), else the torch hub cache, else a
+    download into the cache. Raises WeightsNotFound with the file name, URL and target folder."""
+    cache = Path(hub_dir if hub_dir is not None else torch.hub.get_dir()) / "checkpoints"
+    target = cache / INCEPTION_FILE
+    advice = (f"download {INCEPTION_URL} and either put it at {target} or set reference.inception_weights "
+              "in params.yaml to its path (offline, use the default profile's domain features instead: reference.features: domain)")
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise WeightsNotFound(f"Inception weights '{path}' (reference.inception_weights) do not exist; {advice}")
+        return path
+    if target.is_file():
+        return target
+    if not download:
+        raise WeightsNotFound(f"Inception weights {INCEPTION_FILE} are not in the torch hub cache and downloads are off; {advice}")
+    cache.mkdir(parents=True, exist_ok=True)
+    try:
+        # download_url_to_file writes a temporary file and renames it: no half-written weights.
+        torch.hub.download_url_to_file(INCEPTION_URL, str(target), progress=True)
+    except Exception as err:  # noqa: BLE001 - any network or disk failure means the same to the user
+        raise WeightsNotFound(f"could not download Inception weights {INCEPTION_FILE} ({err}); {advice}") from None
+    return target
+
+
+class InceptionFeatures:
+    """torch-fidelity's 'inception-v3-compat' extractor: pool3 features (2048) and unbiased logits (1008).
+
+    It resizes every input to 299 x 299 with TensorFlow 1.x's bilinear rule, so any resolution works.
+    `features` picks another of torch-fidelity's layers (64, 192, 768); FID is defined on 2048, the
+    smaller ones only serve tests, where a 2048 x 2048 matrix square root takes minutes on one core."""
+
+    kind = "inception"
+    fd_name = "fid"
+    is_name = "is"
+
+    def __init__(self, weights: str | Path, device: str | torch.device = "cpu", features: str = INCEPTION_FEATURES):
+        from torch_fidelity.utils import create_feature_extractor
+
+        if features not in INCEPTION_FEATURE_DIMS:
+            raise ValueError(f"Inception feature layer {features!r} is not one of {', '.join(INCEPTION_FEATURE_DIMS)}")
+        self.dim = INCEPTION_FEATURE_DIMS[features]
+        self.device = torch.device(device)
+        self.weights = Path(weights)
+        self.weights_sha256 = sha256_file(self.weights)
+        try:
+            self.model = create_feature_extractor(
+                INCEPTION_EXTRACTOR, [features, INCEPTION_LOGITS], cuda=False,
+                feature_extractor_weights_path=str(self.weights), verbose=False,
+            ).to(self.device)
+        except (RuntimeError, OSError, EOFError, ValueError) as err:
+            raise WeightsNotFound(
+                f"'{self.weights}' is not a usable Inception state dict ({err}); replace it with {INCEPTION_FILE} from {INCEPTION_URL}"
+            ) from None
+
+    @torch.no_grad()
+    def __call__(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        feats, logits = self.model(images.to(self.device))
+        return feats.float().cpu(), logits.float().cpu()

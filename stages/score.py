@@ -1,0 +1,129 @@
+"""Stage `score`: FID/IS (or fd_domain/is_domain) of one trained row's EMA generator, plus
+UpsampledFID when params ask for it (score.upsampled maps the row's dataset to the same data at 2S).
+
+Reads runs/<row>/network-snapshot.pt and data/reference/<dataset>.npz; writes
+reports/metrics/score/<row>.json (a DVC metrics file) and the same numbers to MLflow. Every input is
+checked before any image is generated; the metrics file is written atomically at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from pipeline.config import Params
+from pipeline.io import write_json
+from pipeline.metrics.inception import FeatureExtractor
+from pipeline.metrics.scoring import FIXED_GRID_KINDS, MetricsInputError, ScoreConfig, score_generator
+from pipeline.progress import progress_bar
+from pipeline.tracking import resolve_tracking_uri, stage_run
+from pipeline.train.checkpoint import NETWORK_SNAPSHOT
+from stages import paths
+from stages.reference import Reference, build_extractor, load_reference, reference_config, reference_stats_file
+
+def snapshot_file(row: str) -> Path:
+    return paths.run_dir(row) / NETWORK_SNAPSHOT
+
+
+def score_metrics_file(row: str) -> Path:
+    return paths.REPORTS / "metrics" / "score" / f"{row}.json"
+
+
+def score_config(params: Params) -> ScoreConfig:
+    return getattr(params, "score", None) or ScoreConfig()
+
+
+def load_generator(generator: nn.Module, state_dict: Mapping[str, Any], where: str) -> nn.Module:
+    """Load the EMA weights of a snapshot into a freshly built generator; a mismatch says what to do."""
+    try:
+        generator.load_state_dict(state_dict)
+    except RuntimeError as err:
+        raise MetricsInputError(
+            f"snapshot '{where}' does not fit the row's generator as params.yaml builds it ({str(err).splitlines()[0]}); "
+            "the row's settings changed since training: re-train it (`pipeline train --row ROW --no-resume`)"
+        ) from None
+    return generator.eval()
+
+
+def load_snapshot_generator(params: Params, row: str, root: Path = Path(".")) -> tuple[nn.Module, dict[str, Any]]:
+    """(EMA generator in eval mode, snapshot info: step, kimg) of a trained row."""
+    from pipeline.models.registry import build_generator, parse_generator_spec
+    from pipeline.train.checkpoint import load_checkpoint
+
+    cfg = params.row(row)
+    path = root / snapshot_file(row)
+    if not path.is_file():
+        raise MetricsInputError(f"row {row!r} has not been trained: '{path}' does not exist; run `pipeline train --row {row}` first")
+    payload = load_checkpoint(path)
+    spec = parse_generator_spec(cfg.generator)
+    trained_with = (payload.get("info") or {}).get("generator")
+    if trained_with is not None and _spec_dump(trained_with) != spec.model_dump(mode="json"):
+        raise MetricsInputError(
+            f"snapshot '{path}' was trained with generator settings {trained_with}, but params.yaml now says "
+            f"{spec.model_dump(mode='json')}; re-train the row (`pipeline train --row {row} --no-resume`) or restore its settings"
+        )
+    generator = load_generator(build_generator(spec), payload["G_ema"], str(path))
+    return generator, {"step": int(payload.get("step", 0)), "kimg": float(payload.get("kimg", 0.0))}
+
+
+def _spec_dump(settings: Any) -> Any:
+    from pipeline.models.registry import parse_generator_spec
+
+    try:
+        return parse_generator_spec(settings).model_dump(mode="json")
+    except ValueError:
+        return settings  # settings of an older format: differ from any current spec
+
+
+def _checked_reference(params: Params, dataset: str, root: Path, resolution: int, extractor: FeatureExtractor, what: str) -> Reference:
+    ref = load_reference(root / reference_stats_file(dataset), dataset)
+    redo = f"re-run `pipeline reference --dataset {dataset}`"
+    if ref.resolution != resolution:
+        raise MetricsInputError(
+            f"reference statistics of {dataset!r} are of {ref.resolution} px images but {what} needs {resolution} px; "
+            f"point the row (or score.upsampled) at a dataset prepared at {resolution} px, or {redo} after preparing it at {resolution} px"
+        )
+    if ref.features != extractor.kind or ref.weights_sha256 != extractor.weights_sha256:
+        raise MetricsInputError(
+            f"reference statistics of {dataset!r} were computed with {ref.features} features (weights {ref.weights_sha256[:12]}), "
+            f"but scoring uses {extractor.kind} (weights {extractor.weights_sha256[:12]}); {redo}"
+        )
+    return ref
+
+
+def _kind(generator: Any) -> str:
+    return generator["kind"] if isinstance(generator, Mapping) else generator.kind
+
+
+def run(params: Params, row: str, root: Path = Path("."), progress: bool = True) -> dict[str, Any]:
+    """Score the trained `row`; write its metrics file and MLflow run; return the metrics."""
+    cfg = score_config(params)
+    row_cfg = params.row(row)
+    generator, info = load_snapshot_generator(params, row, root)
+    resolution = int(generator.resolution)
+    extractor = build_extractor(params, row_cfg.dataset, root)
+    ref = _checked_reference(params, row_cfg.dataset, root, resolution, extractor, f"row {row!r}")
+    upsampled = None
+    if row_cfg.dataset in cfg.upsampled:
+        high = cfg.upsampled[row_cfg.dataset]
+        params.dataset(high)
+        extractor_2x = build_extractor(params, high, root)
+        ref_2x = _checked_reference(params, high, root, 2 * resolution, extractor_2x, f"UpsampledFID of row {row!r} (score.upsampled.{row_cfg.dataset})")
+        upsampled = (ref_2x.stats, extractor_2x, _kind(row_cfg.generator) not in FIXED_GRID_KINDS)
+
+    tags = {"stage": "score", "row": row, "dataset": row_cfg.dataset, "profile": params.profile}
+    run_params = {"row": row, **cfg.model_dump(mode="json"), "features": extractor.kind, "weights_sha256": extractor.weights_sha256}
+    with stage_run(resolve_tracking_uri(params.tracking.uri), params.tracking.experiment, f"score/{row}", tags, run_params) as tracker:
+        if progress:
+            with progress_bar(f"score {row}") as advance:
+                metrics = score_generator(generator, extractor, ref.stats, cfg, upsampled, advance)
+        else:
+            metrics = score_generator(generator, extractor, ref.stats, cfg, upsampled)
+        result = {"row": row, "dataset": row_cfg.dataset, "features": extractor.kind, "weights_sha256": extractor.weights_sha256,
+                  "reference_images": ref.stats.count, **info, **metrics}
+        write_json(root / score_metrics_file(row), result)
+        tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=int(round(info["kimg"])))
+    return result
