@@ -236,6 +236,16 @@ def kpl(model: ModelOption = None, params_path: ParamsOption = Path("params.yaml
     typer.echo(json.dumps({m: {k: v for k, v in r.items() if k.startswith("kpl")} for m, r in results.items()}, indent=2, default=str))
 
 
+@app.command()
+def tables(params_path: ParamsOption = Path("params.yaml")) -> None:
+    """Compile reports/tables/ (Tables 1, 2, 4 and Fig. 8, Markdown + CSV) from the stages' metrics, with the
+    paper's numbers beside ours, and the reports/README.md index."""
+    from stages import tables as stage
+
+    for name, text in stage.run(load_params(params_path)).items():
+        typer.echo(text)
+
+
 def _free_port(host: str) -> int:
     with socket.socket() as s:
         s.bind((host, 0))

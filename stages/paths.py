@@ -35,3 +35,15 @@ def run_dir(row: str) -> Path:
 
 def train_plots(row: str) -> Path:
     return REPORTS / "plots" / "train" / f"{row}.csv"
+
+
+def score_metrics(row: str) -> Path:
+    return REPORTS / "metrics" / "score" / f"{row}.json"
+
+
+def table_md(name: str) -> Path:
+    return REPORTS / "tables" / f"{name}.md"
+
+
+def table_csv(name: str) -> Path:
+    return REPORTS / "tables" / f"{name}.csv"

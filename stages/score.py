@@ -29,7 +29,7 @@ def snapshot_file(row: str) -> Path:
 
 
 def score_metrics_file(row: str) -> Path:
-    return paths.REPORTS / "metrics" / "score" / f"{row}.json"
+    return paths.score_metrics(row)
 
 
 def score_config(params: Params) -> ScoreConfig:

@@ -49,7 +49,7 @@ def test_dvc_repro_micro(tmp_path: Path) -> None:
 
     out = _run(["dvc", "repro"], tmp_path)
     ran = set(re.findall(r"Running stage '([^']+)'", out))
-    expected = {f"prepare@{d}" for d in datasets} | {f"reference@{d}" for d in datasets} | {"macs", "keypoints", "kpl"}
+    expected = {f"prepare@{d}" for d in datasets} | {f"reference@{d}" for d in datasets} | {"macs", "keypoints", "kpl", "tables"}
     expected |= {f"{stage}@{r}" for r in rows for stage in ("train", "score", "project")}
     assert ran == expected
     for name in datasets:

@@ -29,3 +29,10 @@ def test_macs_paths() -> None:
     assert _declared(stage, "outs") == {str(paths.TABLE1_COST_MD), str(paths.TABLE1_COST_CSV), str(paths.FIG9_PNG)}
     assert _declared(stage, "metrics") == {str(paths.MACS_METRICS)}
     assert _declared(stage, "plots") == {str(paths.FIG9_CSV)}
+
+
+def test_tables_paths() -> None:
+    from stages.tables import TABLES
+
+    expected = {str(paths.table_md(t)) for t in TABLES} | {str(paths.table_csv(t)) for t in TABLES} | {str(paths.REPORTS / "README.md")}
+    assert _declared(STAGES["tables"], "outs") == expected

@@ -1,0 +1,41 @@
+"""The tables stage: our measured scores beside the paper's numbers, nothing invented where nothing ran."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pipeline.config import parse_params
+from pipeline.paper_numbers import paper_row
+from stages import paths
+from stages import tables as stage
+
+
+def test_tables_put_measured_scores_beside_the_paper(project: Path, micro_dict: dict) -> None:
+    inr = micro_dict["rows"]["inr_gan"]
+    micro_dict["rows"]["inr_gan_rank1"] = {**inr, "table": "fig8", "generator": {**inr["generator"], "rank": 1}}
+    params = parse_params(micro_dict)
+    paths.score_metrics("inr_gan").parent.mkdir(parents=True)
+    paths.score_metrics("inr_gan").write_text(json.dumps({"fd_domain": 12.3456, "is_domain": 2.5, "kimg": 4.0}))
+    paths.score_metrics("inr_gan_rank1").write_text(json.dumps({"fd_domain": 20.5, "is_domain": 2.0, "kimg": 4.0}))
+    paths.MACS_METRICS.write_text(json.dumps({"inr_gan": {"256": {"params": 107_490_000, "gmacs_paper": 38.76, "gmacs_true": 60.3}}}))
+
+    texts = stage.run(params)
+    t1 = texts["table1"]
+    assert "| + multi-scale INR (= INR-GAN) | 38.76 | 107.49M | 5.69 | 6.27 | 16.32 | 12.35 (faces32) |" in t1
+    assert "| StyleGAN2 generator | - | - | - | 2.65 | 4.41 | not scored (faces32) |" in t1  # row exists, no score yet
+    assert "| latent-code conditioned INR | - | - | 229.90 | 253.30 | O/M | not run in this profile |" in t1
+    assert "fd_domain" in t1 and "Toy scale" in t1
+    assert "| 1 | 20.50 (faces32) |" in texts["fig8"] and "| 2 | 12.35 (faces32) |" in texts["fig8"]  # micro inr_gan: rank 2
+    assert texts["table4"].count("not run in this profile") == 12  # 6 decoders x (FD, IS)
+    assert "12.47" in texts["table4"]  # the paper's LSUN-10 FID of INR-GAN
+    csv = paths.table_csv("table1").read_text().splitlines()
+    assert csv[0].startswith("table,paper_row,row,dataset") and len(csv) == 3
+    assert "tables/table3_kpl.md" in (project / "reports" / "README.md").read_text()
+
+
+def test_paper_row_of_variants(micro_dict: dict) -> None:
+    gen = parse_params(micro_dict).rows["inr_gan"].generator
+    assert paper_row(gen, "table1") == "inr_gan"
+    assert paper_row(gen.model_copy(update={"fmm_activation": "identity"}), "table2") == "inr_gan_no_fmm_act"
+    assert paper_row(gen.model_copy(update={"rank": 30}), "fig8") == "inr_gan_rank30"
