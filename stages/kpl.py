@@ -45,7 +45,7 @@ def table3_file() -> Path:
 
 
 def kpl_config(params: Params) -> KPLConfig:
-    cfg = getattr(params, "kpl", None)
+    cfg = params.kpl
     if cfg is None:
         raise ConfigError(f"params.yaml (profile {params.profile!r}) has no `kpl:` section; copy it from profiles/{params.profile}.yaml")
     return cfg

@@ -43,7 +43,7 @@ def regressor_file(dataset: str) -> Path:
 
 
 def project_config(params: Params) -> ProjectConfig:
-    cfg = getattr(params, "project", None)
+    cfg = params.project
     if cfg is None:
         raise ConfigError(f"params.yaml (profile {params.profile!r}) has no `project:` section; copy it from profiles/{params.profile}.yaml")
     return cfg
@@ -106,7 +106,7 @@ def domain_feature_net(params: Params, cfg: ProjectConfig, root: Path):
     """The trunk of the trained keypoint regressor, or None for pixel MSE alone."""
     if cfg.projector.loss != "pixel_domain" or cfg.domain_features == "none":
         return None
-    kpl = getattr(params, "kpl", None)
+    kpl = params.kpl
     if kpl is None or kpl.regressor is None:
         raise ConfigError("project.domain_features 'keypoint_regressor' needs kpl.regressor in params.yaml (or set project.domain_features: none)")
     regressor = load_regressor(root / regressor_file(kpl.regressor.dataset))

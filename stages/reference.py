@@ -43,7 +43,7 @@ def reference_metrics_file(dataset: str) -> Path:
 
 
 def reference_config(params: Params) -> ReferenceConfig:
-    return getattr(params, "reference", None) or ReferenceConfig()
+    return params.reference
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from pipeline.progress import progress_bar
 from pipeline.tracking import resolve_tracking_uri, stage_run
 from pipeline.train.checkpoint import NETWORK_SNAPSHOT
 from stages import paths
-from stages.reference import Reference, build_extractor, load_reference, reference_config, reference_stats_file
+from stages.reference import Reference, build_extractor, load_reference, reference_stats_file
 
 def snapshot_file(row: str) -> Path:
     return paths.run_dir(row) / NETWORK_SNAPSHOT
@@ -33,7 +33,7 @@ def score_metrics_file(row: str) -> Path:
 
 
 def score_config(params: Params) -> ScoreConfig:
-    return getattr(params, "score", None) or ScoreConfig()
+    return params.score
 
 
 def load_generator(generator: nn.Module, state_dict: Mapping[str, Any], where: str) -> nn.Module:

@@ -16,7 +16,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor, nn
 
-from pipeline.models.stylegan2 import EqualizedConv2d, EqualizedLinear, check_resolution
+from pipeline.models.stylegan2 import EqualizedConv2d, EqualizedLinear, channels_at, check_resolution
 
 
 def minibatch_stddev(x: Tensor, group_size: int = 4, num_features: int = 1, eps: float = 1e-8) -> Tensor:
@@ -61,10 +61,7 @@ class DiscriminatorSpec(BaseModel):
         return check_resolution(v)
 
     def channels(self, resolution: int) -> int:
-        c = min(self.channel_base // resolution, self.channel_max)
-        if c < 1:
-            raise ValueError(f"channel_base {self.channel_base} gives no channels at resolution {resolution}; raise channel_base to at least {resolution}")
-        return c
+        return channels_at(resolution, self.channel_base, self.channel_max)
 
 
 class DiscriminatorBlock(nn.Module):

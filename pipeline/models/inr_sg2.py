@@ -49,7 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from torch import Tensor, nn
 
 from pipeline.models.coords import Grid
-from pipeline.models.stylegan2 import EqualizedLinear, MappingNetwork, StyleBasedGenerator, ToRGB, bias_act, check_resolution
+from pipeline.models.stylegan2 import EqualizedLinear, MappingNetwork, StyleBasedGenerator, ToRGB, bias_act, channels_at, check_resolution
 
 
 class INRStyleGAN2Spec(BaseModel):
@@ -112,10 +112,7 @@ class INRStyleGAN2Spec(BaseModel):
         return out
 
     def channels(self, resolution: int) -> int:
-        c = min(self.channel_base // resolution, self.channel_max)
-        if c < 1:
-            raise ValueError(f"channel_base {self.channel_base} gives no channels at resolution {resolution}; raise channel_base to at least {resolution}")
-        return c
+        return channels_at(resolution, self.channel_base, self.channel_max)
 
 
 class CoordinateEmbedding(nn.Module):

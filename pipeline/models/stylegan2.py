@@ -35,6 +35,14 @@ def check_resolution(value: int) -> int:
     return value
 
 
+def channels_at(resolution: int, channel_base: int, channel_max: int) -> int:
+    """StyleGAN2's channel rule: min(channel_base / resolution, channel_max), at least 1."""
+    c = min(channel_base // resolution, channel_max)
+    if c < 1:
+        raise ValueError(f"channel_base {channel_base} gives no channels at resolution {resolution}; raise channel_base to at least {resolution}")
+    return c
+
+
 # ---------------------------------------------------------------------------------------------
 # Resampling
 # ---------------------------------------------------------------------------------------------
@@ -372,10 +380,7 @@ class StyleGAN2Spec(BaseModel):
         return check_resolution(v)
 
     def channels(self, resolution: int) -> int:
-        c = min(self.channel_base // resolution, self.channel_max)
-        if c < 1:
-            raise ValueError(f"channel_base {self.channel_base} gives no channels at resolution {resolution}; raise channel_base to at least {resolution}")
-        return c
+        return channels_at(resolution, self.channel_base, self.channel_max)
 
 
 class StyleGAN2Generator(StyleBasedGenerator):
