@@ -47,3 +47,7 @@ def table_md(name: str) -> Path:
 
 def table_csv(name: str) -> Path:
     return REPORTS / "tables" / f"{name}.csv"
+
+
+def samples_png(row: str) -> Path:
+    return REPORTS / "figures" / "samples" / f"{row}.png"

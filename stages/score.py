@@ -12,12 +12,22 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from pipeline.config import Params
 from pipeline.io import write_json
-from pipeline.metrics.inception import FeatureExtractor
-from pipeline.metrics.scoring import FIXED_GRID_KINDS, MetricsInputError, ScoreConfig, score_generator
+from pipeline.data.preview import save_grid
+from pipeline.metrics.inception import FeatureExtractor, quantize
+from pipeline.metrics.scoring import (
+    FIXED_GRID_KINDS,
+    GeneratorSampler,
+    MetricsInputError,
+    ScoreConfig,
+    latents_for_seeds,
+    pick_device,
+    score_generator,
+)
 from pipeline.progress import progress_bar
 from pipeline.tracking import resolve_tracking_uri, stage_run
 from pipeline.train.checkpoint import NETWORK_SNAPSHOT
@@ -125,5 +135,20 @@ def run(params: Params, row: str, root: Path = Path("."), progress: bool = True)
         result = {"row": row, "dataset": row_cfg.dataset, "features": extractor.kind, "weights_sha256": extractor.weights_sha256,
                   "reference_images": ref.stats.count, **info, **metrics}
         write_json(root / score_metrics_file(row), result)
+        _write_samples(generator, cfg, root / paths.samples_png(row))
         tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=int(round(info["kimg"])))
+        tracker.log_artifact(root / paths.samples_png(row), "figures")
     return result
+
+
+SAMPLE_GRID = 6
+
+
+def _write_samples(generator: nn.Module, cfg: ScoreConfig, out: Path) -> None:
+    """A grid of the scored generator's first images (the same seeds as the metrics), versioned in
+    reports/ so a reader sees what each row produces without running anything."""
+    sampler = GeneratorSampler(generator, cfg.truncation_psi, pick_device(cfg.device), cfg.w_avg_samples)
+    z = latents_for_seeds(range(cfg.seed_start, cfg.seed_start + SAMPLE_GRID**2), generator.z_dim)
+    with torch.no_grad():
+        images = quantize(sampler(z)).permute(0, 2, 3, 1).cpu().numpy()
+    save_grid(out, images, SAMPLE_GRID)

@@ -64,6 +64,12 @@ def test_reference_then_score_writes_repeatable_metrics(study):
     for key in ("fd_domain", "is_domain", "fd_domain_up2x_nearest", "fd_domain_up2x_bilinear", "fd_domain_up2x_bicubic", "fd_domain_up2x_grid"):
         assert written[key] == pytest.approx(first[key]) and written[key] == written[key]  # present, not NaN
     assert written["num_images"] == 24 and written["kimg"] == pytest.approx(0.32) and written["features"] == "domain"
+    from PIL import Image
+
+    from stages import paths
+
+    grid = Image.open(root / paths.samples_png("toy"))
+    assert grid.size == (6 * 66 + 2, 6 * 66 + 2)  # 6 x 6 samples of 32 px, enlarged to 64 px tiles with 2 px gaps
     again = score.run(params, "toy", progress=False)  # same snapshot, same seeds: same numbers
     assert again["fd_domain"] == pytest.approx(first["fd_domain"], rel=1e-9)
     assert again["fd_domain_up2x_grid"] == pytest.approx(first["fd_domain_up2x_grid"], rel=1e-9)
