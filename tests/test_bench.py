@@ -1,0 +1,40 @@
+"""`pipeline bench` and `pipeline bench-train`: JSON records, and which spec a row is benchmarked with."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.config import ConfigError, load_params
+from stages.bench import spec_for
+
+runner = CliRunner()
+
+
+def test_bench_json_records(project: Path) -> None:
+    res = runner.invoke(app, ["bench", "--rows", "inr_gan,stylegan2", "--resolution", "32", "--batch", "2", "--json"])
+    assert res.exit_code == 0, res.output
+    records = json.loads(res.stdout[res.stdout.index("["):])
+    assert [r["row"] for r in records] == ["inr_gan", "stylegan2"]
+    for r in records:
+        assert {"row", "resolution", "batch", "device", "img_per_s", "peak_mem_mb"} <= set(r)
+        assert r["resolution"] == 32 and r["batch"] == 2 and r["device"] == "cpu" and r["img_per_s"] > 0
+
+
+def test_bench_uses_paper_size_specs_where_they_exist(project: Path) -> None:
+    params = load_params("params.yaml")
+    assert spec_for(params, "inr_gan", 256) == params.macs.rows["inr_gan"][256]  # paper size
+    assert spec_for(params, "inr_gan", 32) == params.rows["inr_gan"].generator  # the profile's toy row
+    with pytest.raises(ConfigError, match="row 'inr_gan' has no generator at 64 px"):
+        spec_for(params, "inr_gan", 64)
+
+
+def test_bench_train_reports_images_per_second(project: Path) -> None:
+    res = runner.invoke(app, ["bench-train", "--row", "inr_gan", "--batch", "2", "--steps", "2", "--warmup", "1", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    record = json.loads(res.stdout)
+    assert record["row"] == "inr_gan" and record["images_per_s"] > 0 and record["batch"] == 2
