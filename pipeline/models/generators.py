@@ -28,7 +28,21 @@ def as_grid(grid: Grid | int | None, resolution: int) -> Grid:
     raise ValueError(f"expected a Grid, an int resolution or None, got {type(grid).__name__}")
 
 
-class HyperINRGenerator(nn.Module):
+class _INRGenerator(nn.Module):
+    """What both coordinate-based generators share: a `hyper` network (z -> W space) and a `decoder`
+    INR, with the paper's two learning-rate groups."""
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.synthesize(self.mapping(z))
+
+    def macs_paper(self, resolution: int | None = None) -> int:
+        return self.hyper.macs_paper() + self.decoder.macs_paper(resolution or self.resolution)
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"inr": list(self.decoder.parameters()), "hyper": list(self.hyper.parameters())}
+
+
+class HyperINRGenerator(_INRGenerator):
     """A hypernetwork that generates every external parameter of an INR decoder, per image."""
 
     def __init__(self, decoder: SingleScaleINR | MultiScaleINR, z_dim: int = 512, hidden_dim: int = 1024,
@@ -51,17 +65,8 @@ class HyperINRGenerator(nn.Module):
     def synthesize(self, w: Tensor, grid: Grid | int | None = None) -> Tensor:
         return self.render(self.inr_params(w), grid)
 
-    def forward(self, z: Tensor) -> Tensor:
-        return self.synthesize(self.mapping(z))
 
-    def macs_paper(self, resolution: int | None = None) -> int:
-        return self.hyper.macs_paper() + self.decoder.macs_paper(resolution or self.resolution)
-
-    def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        return {"inr": list(self.decoder.parameters()), "hyper": list(self.hyper.parameters())}
-
-
-class LatentINRGenerator(nn.Module):
+class LatentINRGenerator(_INRGenerator):
     """Row 1: the hypernetwork trunk gives w; a shared-weight INR takes [x, y, w] at every pixel.
 
     Its per-image "INR parameters" are w itself, so parameter-space interpolation is W-space
@@ -87,11 +92,3 @@ class LatentINRGenerator(nn.Module):
     def synthesize(self, w: Tensor, grid: Grid | int | None = None) -> Tensor:
         return self.render(w, grid)
 
-    def forward(self, z: Tensor) -> Tensor:
-        return self.synthesize(self.mapping(z))
-
-    def macs_paper(self, resolution: int | None = None) -> int:
-        return self.hyper.macs_paper() + self.decoder.macs_paper(resolution or self.resolution)
-
-    def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        return {"inr": list(self.decoder.parameters()), "hyper": list(self.hyper.parameters())}
