@@ -22,7 +22,7 @@ def test_prepare_writes_outputs_and_one_tagged_mlflow_run(project: Path) -> None
     metrics = json.loads(paths.prepare_metrics("faces32").read_text())
     assert metrics["num_images"] == stats["num_images"] == 128 and metrics["num_bad"] == 0
 
-    client = MlflowClient(tracking_uri="sqlite:///mlruns.db")
+    client = MlflowClient(tracking_uri=f"sqlite:///{Path.cwd()}/mlruns.db")  # absolute: MLflow caches stores by URI
     exp = client.get_experiment_by_name(params.tracking.experiment)
     runs = client.search_runs([exp.experiment_id])
     assert len(runs) == 1

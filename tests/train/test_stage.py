@@ -45,7 +45,7 @@ def test_stage_writes_run_folder_plots_and_one_mlflow_run(project: Path, toy_row
     options = json.loads((run / "options.json").read_text())
     assert options["row"] == "toy" and options["train"]["total_batch"] == 8 and options["world_size"] == 1
     assert (project / "reports" / "plots" / "train" / "toy.csv").read_text().count("\n") == 5
-    client = MlflowClient(tracking_uri="sqlite:///mlruns.db")
+    client = MlflowClient(tracking_uri=f"sqlite:///{Path.cwd()}/mlruns.db")  # absolute: MLflow caches stores by URI
     exp = client.get_experiment_by_name(toy_row.tracking.experiment)
     (mlrun,) = client.search_runs([exp.experiment_id])
     assert mlrun.data.tags["stage"] == "train" and mlrun.data.tags["row"] == "toy" and mlrun.info.status == "FINISHED"
