@@ -23,6 +23,7 @@ from pipeline.config import ConfigError, Params
 from pipeline.io import atomic_file, write_json
 from pipeline.progress import progress_bar
 from pipeline.tracking import resolve_tracking_uri, stage_run
+from pipeline.metrics.scoring import pick_device
 from pipeline.train.checkpoint import NETWORK_SNAPSHOT, load_checkpoint
 from stages import paths
 
@@ -59,11 +60,11 @@ def model_row(params: Params, model: str) -> str:
 
 
 def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' was asked for but no CUDA device is available; set device: auto or cpu")
-    return torch.device(device)
+    """pipeline.metrics.scoring.pick_device, its error raised as a ConfigError the CLI reports cleanly."""
+    try:
+        return pick_device(device)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
 
 
 def build_row_generator(generator: dict[str, Any]) -> torch.nn.Module:
