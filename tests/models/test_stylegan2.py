@@ -61,23 +61,25 @@ def _demodulated(weight, style):
     return w / w.square().sum(dim=[1, 2, 3], keepdim=True).sqrt()
 
 
-def test_modulated_conv_equals_per_sample_conv_loop():
+@pytest.mark.parametrize("fused", [True, False])
+def test_modulated_conv_equals_per_sample_conv_loop(fused):
     torch.manual_seed(1)
     x, weight, styles = torch.randn(3, 4, 6, 6), torch.randn(5, 4, 3, 3), torch.randn(3, 4)
-    out = modulated_conv2d(x, weight, styles, demodulate=True)
+    out = modulated_conv2d(x, weight, styles, demodulate=True, fused=fused)
     for n in range(3):
         ref = F.conv2d(x[n : n + 1], _demodulated(weight, styles[n]), padding=1)
         assert torch.allclose(out[n : n + 1], ref, atol=1e-5)
-    no_demod = modulated_conv2d(x, weight, styles, demodulate=False)
+    no_demod = modulated_conv2d(x, weight, styles, demodulate=False, fused=fused)
     ref0 = F.conv2d(x[:1], weight * styles[0][None, :, None, None], padding=1)
     assert torch.allclose(no_demod[:1], ref0, atol=1e-5)
 
 
-def test_upsampling_modulated_conv_equals_zero_insertion_conv_then_blur():
+@pytest.mark.parametrize("fused", [True, False])
+def test_upsampling_modulated_conv_equals_zero_insertion_conv_then_blur(fused):
     torch.manual_seed(2)
     x, weight, styles = torch.randn(2, 3, 4, 4), torch.randn(5, 3, 3, 3), torch.randn(2, 3)
     k = blur_kernel()
-    out = modulated_conv2d(x, weight, styles, demodulate=True, up=True, kernel=k)
+    out = modulated_conv2d(x, weight, styles, demodulate=True, up=True, kernel=k, fused=fused)
     assert out.shape == (2, 5, 8, 8)
     for n in range(2):
         z = torch.zeros(1, 3, 7, 7)
@@ -85,6 +87,21 @@ def test_upsampling_modulated_conv_equals_zero_insertion_conv_then_blur():
         y = F.conv2d(F.pad(z, [2, 2, 2, 2]), _demodulated(weight, styles[n]))  # 'full' correlation: 9x9
         y = F.conv2d(F.pad(y, [1, 1, 1, 1]), (4 * k).expand(5, 1, 4, 4), groups=5)
         assert torch.allclose(out[n : n + 1], y, atol=1e-5)
+
+
+def test_unfused_gradients_equal_fused_gradients():
+    # Training uses the unfused form: its gradients w.r.t. input, weight and styles must match too.
+    torch.manual_seed(3)
+    k = blur_kernel()
+    for up in (False, True):
+        grads = []
+        for fused in (True, False):
+            x, weight, styles = (t.clone().requires_grad_(True) for t in (torch.randn(2, 3, 4, 4), torch.randn(5, 3, 3, 3), torch.randn(2, 3)))
+            modulated_conv2d(x, weight, styles, up=up, kernel=k, fused=fused).square().sum().backward()
+            grads.append([x.grad, weight.grad, styles.grad])
+            torch.manual_seed(3)
+        for a, b in zip(*grads, strict=True):
+            assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
 
 
 def test_demodulation_gives_unit_norm_filters():
