@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from pipeline.metrics.frechet import GaussianAccumulator, frechet_distance
+from pipeline.metrics.frechet import GaussianAccumulator, frechet_distance, trace_sqrt_product
 
 
 def _direct(mu1, s1, mu2, s2) -> float:
@@ -45,16 +45,26 @@ def test_identical_statistics_score_zero_and_mean_shift_adds_its_square():
     assert frechet_distance(mu + shift, s, mu, s) == pytest.approx(np.sum(shift**2), rel=1e-6)
 
 
-def test_singular_covariances_fall_back_to_regularised_root():
-    # 5 samples in 64 dimensions: rank-4 covariances whose product has no accurate square root.
+def test_trace_sqrt_product_equals_trace_of_scipy_sqrtm():
+    rng = np.random.default_rng(3)
+    _, s1 = _random_stats(rng, 48, 300)
+    _, s2 = _random_stats(rng, 48, 300)
+    expected = np.trace(scipy.linalg.sqrtm(s1 @ s2).real)
+    assert trace_sqrt_product(s1, s2) == pytest.approx(expected, rel=1e-9)
+
+
+def test_singular_covariances_are_exact_without_regularisation():
+    # 5 samples in 64 dimensions: rank-4 covariances, where sqrtm alone is inaccurate. The limit of
+    # the regularised reference as eps -> 0 is the exact value; identical sets give exactly 0.
     rng = np.random.default_rng(2)
     mu1, s1 = _random_stats(rng, 64, 5)
     mu2, s2 = _random_stats(rng, 64, 5)
     d = frechet_distance(mu1, s1, mu2, s2)
     assert np.isfinite(d)
-    eps = 1e-6 * np.eye(64)
-    assert d == pytest.approx(_direct(mu1, s1 + eps, mu2, s2 + eps), rel=1e-4)
-    assert abs(frechet_distance(mu1, s1, mu1, s1)) < 1e-3 * np.trace(s1)
+    regularised = [_direct(mu1, s1 + e * np.eye(64), mu2, s2 + e * np.eye(64)) for e in (1e-4, 1e-6)]
+    assert abs(regularised[1] - d) < abs(regularised[0] - d)
+    assert d == pytest.approx(regularised[1], rel=1e-3)
+    assert abs(frechet_distance(mu1, s1, mu1, s1)) < 1e-6 * np.trace(s1)
 
 
 def test_bad_statistics_are_rejected():
@@ -63,8 +73,10 @@ def test_bad_statistics_are_rejected():
         frechet_distance(np.zeros(3), s, np.zeros(4), np.eye(4))
     with pytest.raises(ValueError, match="NaN"):
         frechet_distance(np.full(3, np.nan), s, np.zeros(3), s)
-    with pytest.raises(ValueError, match="not positive semi-definite"):
+    with pytest.raises(ValueError, match="first covariance .* not positive semi-definite"):
         frechet_distance(np.zeros(2), np.diag([1.0, -4.0]), np.zeros(2), np.eye(2))
+    with pytest.raises(ValueError, match="second covariance .* not positive semi-definite"):
+        frechet_distance(np.zeros(2), np.eye(2), np.zeros(2), np.diag([1.0, -4.0]))
 
 
 def test_accumulator_matches_numpy_over_uneven_batches():

@@ -40,7 +40,7 @@ def random_weights(tmp_path_factory) -> Path:
 
 def test_identical_sets_score_zero_and_different_sets_more(random_weights):
     # The whole network runs (the logits come last); the Frechet distance uses the 64-channel layer
-    # because a 2048 x 2048 sqrtm takes minutes on one shared core.
+    # because 2048-d statistics take tens of seconds on one shared core.
     ext = InceptionFeatures(random_weights, features="64")
     g = torch.Generator().manual_seed(0)
     smooth = torch.nn.functional.interpolate(torch.rand(6, 3, 4, 4, generator=g), size=16, mode="bilinear")
