@@ -163,7 +163,7 @@ def reference(dataset: DatasetOption, params_path: ParamsOption = Path("params.y
 @app.command()
 def score(row: RowOption, params_path: ParamsOption = Path("params.yaml")) -> None:
     """FID/IS (or fd_domain/is_domain offline) and UpsampledFID of a trained row's EMA generator, from a fixed
-    seed range: reports/metrics/score/<row>.json."""
+    seed range, plus the curve over its kept snapshots when score.curve lists it: reports/metrics/score/<row>.json."""
     from stages import score as stage
 
     typer.echo(json.dumps(stage.run(load_params(params_path), row), indent=2, default=str))
@@ -238,8 +238,8 @@ def kpl(model: ModelOption = None, params_path: ParamsOption = Path("params.yaml
 
 @app.command()
 def tables(params_path: ParamsOption = Path("params.yaml")) -> None:
-    """Compile reports/tables/ (Tables 1, 2, 4 and Fig. 8, Markdown + CSV) from the stages' metrics, with the
-    paper's numbers beside ours, and the reports/README.md index."""
+    """Compile reports/tables/ (Tables 1, 2, 4 and Fig. 8, Markdown + CSV) and Fig. 8's curve plot from the
+    stages' metrics, with the paper's numbers beside ours, and the reports/README.md index."""
     from stages import tables as stage
 
     for name, text in stage.run(load_params(params_path)).items():

@@ -182,6 +182,10 @@ class Params(_Strict):
         for key, name in datasets.items():
             if name not in self.prepare.datasets:
                 raise ValueError(f"{key}: unknown dataset {name!r}; defined datasets: {', '.join(sorted(self.prepare.datasets))}")
+        if self.score.curve.rows != "all":
+            for row in self.score.curve.rows:
+                if row not in self.rows:
+                    raise ValueError(f"score.curve.rows: unknown row {row!r}; defined rows: {', '.join(sorted(self.rows)) or 'none'} (or 'all')")
         for row in self.bench.rows:
             if row not in self.rows and row not in self.macs.rows:
                 raise ValueError(f"bench.rows: unknown row {row!r}; use a row of `rows` or of `macs.rows`")

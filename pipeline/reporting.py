@@ -37,10 +37,11 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_csv(path: str | Path, records: Sequence[Mapping[str, Any]]) -> None:
-    """Write records (dicts with the same keys) as CSV, atomically."""
+def write_csv(path: str | Path, records: Sequence[Mapping[str, Any]], fieldnames: Sequence[str] | None = None) -> None:
+    """Write records (dicts with the same keys) as CSV, atomically; `fieldnames` gives the header
+    (and its order) even when there are no records."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(records[0]) if records else [])
+    writer = csv.DictWriter(buf, fieldnames=list(fieldnames) if fieldnames is not None else list(records[0]) if records else [])
     writer.writeheader()
     writer.writerows(records)
     write_text(path, buf.getvalue())
@@ -63,7 +64,8 @@ def line_plot(path: str | Path, series: Mapping[str, tuple[Sequence[float], Sequ
         ax.set_yscale("log")
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    if series:
+        ax.legend()  # an empty plot (nothing measured yet) has nothing to label
     fig.tight_layout()
     with atomic_file(path) as tmp:
         fig.savefig(tmp, format="png")

@@ -25,6 +25,8 @@ TABLE1_COST_MD = REPORTS / "tables" / "table1_cost.md"
 TABLE1_COST_CSV = REPORTS / "tables" / "table1_cost.csv"
 FIG9_CSV = REPORTS / "plots" / "fig9_gmacs.csv"
 FIG9_PNG = REPORTS / "figures" / "fig9_gmacs.png"
+FIG8_CURVE_CSV = REPORTS / "plots" / "fig8_rank_curve.csv"
+FIG8_CURVE_PNG = REPORTS / "figures" / "fig8_rank_curve.png"
 
 RUNS = Path("runs")
 

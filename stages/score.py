@@ -1,14 +1,15 @@
 """Stage `score`: FID/IS (or fd_domain/is_domain) of one trained row's EMA generator, plus
-UpsampledFID when params ask for it (score.upsampled maps the row's dataset to the same data at 2S).
+UpsampledFID when params ask for it (score.upsampled maps the row's dataset to the same data at 2S),
+plus the Frechet distance of every kept snapshot when score.curve lists the row (Fig. 8's curve).
 
-Reads runs/<row>/network-snapshot.pt and data/reference/<dataset>.npz; writes
+Reads runs/<row>/network-snapshot.pt, runs/<row>/snapshots/ and data/reference/<dataset>.npz; writes
 reports/metrics/score/<row>.json (a DVC metrics file) and the same numbers to MLflow. Every input is
 checked before any image is generated; the metrics file is written atomically at the end.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,12 @@ from pipeline.metrics.scoring import (
     latents_for_seeds,
     pick_device,
     score_generator,
+    score_images,
 )
 from pipeline.progress import progress_bar
 from pipeline.tracking import resolve_tracking_uri, stage_run
-from pipeline.train.checkpoint import NETWORK_SNAPSHOT
+from pipeline.train.checkpoint import KEPT_SNAPSHOTS_DIR, NETWORK_SNAPSHOT, kept_snapshot_files
+from pipeline.train.options import resolve_train_config
 from stages import paths
 from stages.reference import Reference, build_extractor, load_reference, reference_stats_file
 
@@ -60,13 +63,18 @@ def load_generator(generator: nn.Module, state_dict: Mapping[str, Any], where: s
 
 def load_snapshot_generator(params: Params, row: str, root: Path = Path(".")) -> tuple[nn.Module, dict[str, Any]]:
     """(EMA generator in eval mode, snapshot info: step, kimg) of a trained row."""
+    path = root / snapshot_file(row)
+    if not path.is_file():
+        raise MetricsInputError(f"row {row!r} has not been trained: '{path}' does not exist; run `pipeline train --row {row}` first")
+    return load_ema_generator(params, row, path)
+
+
+def load_ema_generator(params: Params, row: str, path: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """(EMA generator in eval mode, step, kimg) of one snapshot file of `row` (final or kept)."""
     from pipeline.models.registry import build_generator, parse_generator_spec
     from pipeline.train.checkpoint import load_checkpoint
 
     cfg = params.row(row)
-    path = root / snapshot_file(row)
-    if not path.is_file():
-        raise MetricsInputError(f"row {row!r} has not been trained: '{path}' does not exist; run `pipeline train --row {row}` first")
     payload = load_checkpoint(path)
     spec = parse_generator_spec(cfg.generator)
     trained_with = (payload.get("info") or {}).get("generator")
@@ -77,6 +85,39 @@ def load_snapshot_generator(params: Params, row: str, root: Path = Path(".")) ->
         )
     generator = load_generator(build_generator(spec), payload["G_ema"], str(path))
     return generator, {"step": int(payload.get("step", 0)), "kimg": float(payload.get("kimg", 0.0))}
+
+
+def curve_snapshots(params: Params, row: str, root: Path = Path(".")) -> dict[int, Path]:
+    """step -> kept snapshot of `row` to score for its curve, each checked to load into the row's generator."""
+    run_dir = root / paths.run_dir(row)
+    files = kept_snapshot_files(run_dir)
+    if not files:
+        keep = resolve_train_config(params.train, params.row(row).train, where=f"train + rows.{row}.train").keep_snapshot_every
+        cause = (f"train.keep_snapshot_every is not set for it: set it (or rows.{row}.train.keep_snapshot_every)" if keep is None else
+                 f"it was trained before train.keep_snapshot_every ({keep}) was set, and kept snapshots are only written while training")
+        raise MetricsInputError(
+            f"score.curve lists row {row!r} but '{run_dir / KEPT_SNAPSHOTS_DIR}' holds no kept snapshots: {cause}; re-train it "
+            f"(`pipeline train --row {row} --no-resume`), or remove the row from score.curve.rows"
+        )
+    for path in files.values():
+        load_ema_generator(params, row, path)  # a snapshot that does not fit stops us now, not hours into scoring
+    return files
+
+
+def score_curve(params: Params, row: str, files: Mapping[int, Path], extractor: FeatureExtractor, ref: Reference,
+                progress: Callable[[int, int], None] | None = None) -> list[dict[str, float]]:
+    """[{step, kimg, fd}] of the kept snapshots, each scored on the first score.curve.num_images of the main score's seeds."""
+    cfg = score_config(params)
+    curve_cfg = cfg.model_copy(update={"num_images": cfg.curve.num_images})
+    points, total = [], len(files) * curve_cfg.num_images
+    for i, path in enumerate(files.values()):
+        generator, info = load_ema_generator(params, row, path)
+        sampler = GeneratorSampler(generator, cfg.truncation_psi, pick_device(cfg.device), cfg.w_avg_samples)
+        before = i * curve_cfg.num_images
+        advance = None if progress is None else (lambda done, _, before=before: progress(before + done, total))
+        fd = score_images(sampler, generator.z_dim, extractor, ref.stats, curve_cfg, advance)[extractor.fd_name]
+        points.append({"step": info["step"], "kimg": info["kimg"], "fd": fd})
+    return points
 
 
 def _spec_dump(settings: Any) -> Any:
@@ -123,6 +164,7 @@ def run(params: Params, row: str, root: Path = Path("."), progress: bool = True)
         extractor_2x = build_extractor(params, high, root)
         ref_2x = _checked_reference(params, high, root, 2 * resolution, extractor_2x, f"UpsampledFID of row {row!r} (score.upsampled.{row_cfg.dataset})")
         upsampled = (ref_2x.stats, extractor_2x, _kind(row_cfg.generator) not in FIXED_GRID_KINDS)
+    curve_files = curve_snapshots(params, row, root) if cfg.curve.includes(row) else {}
 
     tags = {"stage": "score", "row": row, "dataset": row_cfg.dataset, "profile": params.profile}
     run_params = {"row": row, **cfg.model_dump(mode="json"), "features": extractor.kind, "weights_sha256": extractor.weights_sha256}
@@ -132,11 +174,20 @@ def run(params: Params, row: str, root: Path = Path("."), progress: bool = True)
                 metrics = score_generator(generator, extractor, ref.stats, cfg, upsampled, advance)
         else:
             metrics = score_generator(generator, extractor, ref.stats, cfg, upsampled)
+        curve = []
+        if curve_files and progress:
+            with progress_bar(f"score {row}: curve of {len(curve_files)} snapshots") as advance:
+                curve = score_curve(params, row, curve_files, extractor, ref, advance)
+        elif curve_files:
+            curve = score_curve(params, row, curve_files, extractor, ref)
         result = {"row": row, "dataset": row_cfg.dataset, "features": extractor.kind, "weights_sha256": extractor.weights_sha256,
-                  "reference_images": ref.stats.count, **info, **metrics}
+                  "reference_images": ref.stats.count, **info, **metrics, **({"curve": curve} if curve else {})}
         write_json(root / score_metrics_file(row), result)
         _write_samples(generator, cfg, root / paths.samples_png(row))
         tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=int(round(info["kimg"])))
+        for point in curve:
+            # MLflow step = images shown, as in the training run's curves.
+            tracker.log_metrics({f"curve_{extractor.fd_name}": point["fd"]}, step=int(round(point["kimg"] * 1000)))
         tracker.log_artifact(root / paths.samples_png(row), "figures")
     return result
 

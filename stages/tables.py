@@ -1,5 +1,6 @@
-"""Stage `tables`: compile Tables 1, 2, 4 and the Fig. 8 rank ablation from the stages' metrics, the
-paper's numbers in adjacent columns, plus reports/README.md indexing every report."""
+"""Stage `tables`: compile Tables 1, 2, 4 and the Fig. 8 rank ablation (final scores and the score vs
+kimg plot) from the stages' metrics, the paper's numbers in adjacent columns, plus reports/README.md
+indexing every report."""
 
 from __future__ import annotations
 
@@ -19,10 +20,11 @@ from pipeline.paper_numbers import (
     TABLE4_LABELS,
     paper_row,
 )
-from pipeline.reporting import fmt, markdown_table, write_csv
+from pipeline.reporting import fmt, line_plot, markdown_table, write_csv
 from stages import paths
 
 TABLES = ("table1", "table2", "table4", "fig8")
+FIG8_CURVE_COLUMNS = ("row", "dataset", "rank", "step", "kimg", "fd")
 
 
 def _score(root: Path, row: str) -> dict[str, Any] | None:
@@ -126,11 +128,32 @@ def _fig8(params: Params, root: Path) -> tuple[str, list[dict]]:
         by_rank.setdefault(m["rank"], []).append(m)
     rows = [[str(rank), _cell(m, "fd"), _cell(m, "kimg", 1)] for rank, m in sorted(by_rank.items())]
     records = [{"table": "fig8", **x} for _, m in sorted(by_rank.items()) for x in m]
+    curve = [{"row": m["row"], "dataset": m["dataset"], "rank": rank, **{k: p[k] for k in ("step", "kimg", "fd")}}
+             for rank, ms in sorted(by_rank.items()) for m in ms for p in (_score(root, m["row"]) or {}).get("curve", [])]
+    _write_fig8_curve(root, curve, fd)
+    if curve:
+        where = (f"Our curve ({fd} of the snapshots kept during training, per rank): "
+                 f"[figures/fig8_rank_curve.png](../figures/fig8_rank_curve.png), data in [plots/fig8_rank_curve.csv](../plots/fig8_rank_curve.csv).")
+    else:
+        where = ("No rank row has a curve yet: list the rows in `score.curve.rows` and set `train.keep_snapshot_every` "
+                 "(kept snapshots are written while training), then re-train and re-score them.")
     text = ("# Fig. 8: FMM rank\n\n" + _header(params, "The paper (LSUN Bedroom 256, FID vs kimg): rank > 1 helps clearly, "
-            "gains shrink after rank 10. Our table gives the final score per rank; the curve over kimg needs periodic "
-            "scoring during training, which the training loop does not do yet.")
+            f"gains shrink after rank 10. The table gives the final score per rank. {where}")
             + markdown_table(["FMM rank", f"{fd} (ours)", "kimg"], rows))
     return text, records
+
+
+def _write_fig8_curve(root: Path, curve: list[dict[str, Any]], fd: str) -> None:
+    """Fig. 8's plot and its data; written even when empty, as DVC expects every declared output and
+    a plot left from an earlier run would show a curve the metrics no longer hold."""
+    write_csv(root / paths.FIG8_CURVE_CSV, curve, FIG8_CURVE_COLUMNS)
+    series: dict[str, tuple[list[float], list[float]]] = {}
+    for p in curve:
+        xs, ys = series.setdefault(f"rank {p['rank']} ({p['row']})", ([], []))
+        xs.append(p["kimg"])
+        ys.append(p["fd"])
+    line_plot(root / paths.FIG8_CURVE_PNG, series, xlabel="kimg (thousands of real images shown)", ylabel=f"{fd} (ours)",
+              title=f"Fig. 8: {fd} vs kimg per FMM rank" + ("" if curve else " (no curve scored yet)"))
 
 
 def run(params: Params, root: Path = Path(".")) -> dict[str, str]:
@@ -158,12 +181,13 @@ committed profile can be read without running anything. Every number is computed
 | [tables/table2.md](tables/table2.md) | Table 2: FMM activation, StyleGAN2 architecture, bilinear upsampling |
 | [tables/table3_kpl.md](tables/table3_kpl.md) | Table 3: keypoint prediction loss in Z and W space |
 | [tables/table4.md](tables/table4.md) | Table 4: multi-class data (paper profile only) |
-| [tables/fig8.md](tables/fig8.md) | Fig. 8: FMM rank |
+| [tables/fig8.md](tables/fig8.md) | Fig. 8: FMM rank, final scores |
+| [figures/fig8_rank_curve.png](figures/fig8_rank_curve.png) | Fig. 8: score vs kimg per FMM rank (data: plots/fig8_rank_curve.csv) |
 | [figures/fig9_gmacs.png](figures/fig9_gmacs.png) | Fig. 9: GMACs of lower-resolution images |
 | figures/prepare/ | a grid of prepared images per dataset |
 | figures/project/ | real test images and their Z/W-space reconstructions |
 | metrics/ | every stage's metrics (`dvc metrics show`) |
-| plots/ | training curves and Fig. 9 data (`dvc plots show`) |
+| plots/ | training curves, Fig. 8 and Fig. 9 data (`dvc plots show`) |
 
 Sample grids of each trained row are in runs/<row>/samples/ (DVC outputs, not in git) and in the row's
 MLflow run (`pipeline ui`).

@@ -127,3 +127,13 @@ def test_row_train_overrides_are_validated(micro_dict: dict) -> None:
     micro_dict["rows"] = {"sg2": {"dataset": "faces32", "table": "table1", "generator": {"kind": "stylegan2", "resolution": 32},
                                   "train": {"r1_gama": 1.0}}}
     assert "r1_gama" in _error(micro_dict)
+
+
+def test_curve_rows_must_be_defined_rows_or_all(micro_dict: dict) -> None:
+    micro_dict["score"]["curve"] = {"rows": ["inr_gan", "inr_gan_rank3"], "num_images": 8}
+    msg = _error(micro_dict)
+    assert "score.curve.rows: unknown row 'inr_gan_rank3'" in msg and "inr_gan, stylegan2" in msg
+    micro_dict["score"]["curve"] = {"rows": "every", "num_images": 8}
+    assert "score.curve.rows" in _error(micro_dict)
+    micro_dict["score"]["curve"] = {"rows": "all", "num_images": 8}
+    assert parse_params(micro_dict).score.curve.includes("stylegan2")

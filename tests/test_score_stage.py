@@ -1,5 +1,6 @@
-"""Stages `reference` and `score` on the micro profile: outputs, repeatability, UpsampledFID, and
-bad input (untrained row, wrong resolution, too few real images) failing with nothing written."""
+"""Stages `reference` and `score` on the micro profile: outputs, repeatability, UpsampledFID, the
+curve over kept snapshots, and bad input (untrained row, wrong resolution, too few real images, a
+curve row without kept snapshots) failing with nothing written."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pipeline.config import Params
 from pipeline.metrics.domain import DomainNetConfig
 from pipeline.metrics.scoring import MetricsInputError, ReferenceConfig, ScoreConfig
 from pipeline.models.registry import build_generator
-from pipeline.train.checkpoint import save_checkpoint
+from pipeline.train.checkpoint import kept_snapshot_file, save_checkpoint
 from stages import prepare, reference, score
 
 TINY = dict(kind="inr_gan", resolution=32, z_dim=8, hyper_dim=16, hyper_residual=1, rank=2,
@@ -41,6 +42,14 @@ def _snapshot(root: Path, row: str, settings: dict) -> None:
     g = build_generator(settings)
     save_checkpoint(root / score.snapshot_file(row), {"G": g.state_dict(), "G_ema": g.state_dict(), "D": {},
                                                       "info": {"generator": settings}, "step": 10, "kimg": 0.32})
+
+
+def _kept_snapshot(root: Path, row: str, settings: dict, step: int, seed: int) -> None:
+    # The keys the training loop writes (tests/train/test_loop.py checks them there).
+    torch.manual_seed(seed)
+    g = build_generator(settings)
+    save_checkpoint(kept_snapshot_file(root / score.snapshot_file(row).parent, step),
+                    {"G_ema": g.state_dict(), "options": {}, "info": {"generator": settings}, "step": step, "kimg": step * 0.032})
 
 
 @pytest.fixture
@@ -111,3 +120,40 @@ def test_missing_reference_names_the_command(project, micro_dict):
     _snapshot(project, "toy", TINY)
     with pytest.raises(MetricsInputError, match=r"pipeline reference --dataset faces32"):
         score.run(params, "toy", progress=False)
+
+
+def test_curve_scores_every_kept_snapshot_with_the_main_scores_seeds(study, micro_dict):
+    root, _ = study
+    params = _params(micro_dict, score={"upsampled": {}, "curve": {"rows": ["toy"], "num_images": 24}})
+    _snapshot(root, "toy", TINY)  # G_ema of seed 0, step 10
+    _kept_snapshot(root, "toy", TINY, step=5, seed=1)
+    _kept_snapshot(root, "toy", TINY, step=10, seed=0)  # the last kept snapshot is the final G_ema
+    result = score.run(params, "toy", progress=False)
+    written = json.loads((root / score.score_metrics_file("toy")).read_text())
+    assert [(p["step"], p["kimg"]) for p in written["curve"]] == [(5, pytest.approx(0.16)), (10, pytest.approx(0.32))]
+    # curve.num_images = num_images: the last point is the main score, image for image
+    assert written["curve"][-1]["fd"] == pytest.approx(written["fd_domain"], rel=1e-12) == result["fd_domain"]
+    assert written["curve"][0]["fd"] != pytest.approx(written["fd_domain"])
+    fewer = score.run(_params(micro_dict, score={"upsampled": {}, "curve": {"rows": "all", "num_images": 16}}), "toy", progress=False)
+    assert [p["step"] for p in fewer["curve"]] == [5, 10] and fewer["curve"][-1]["fd"] != pytest.approx(result["fd_domain"])
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{Path.cwd()}/mlruns.db")  # absolute: MLflow caches stores by URI
+    run_id = client.search_runs([client.get_experiment_by_name(params.tracking.experiment).experiment_id], "tags.stage = 'score'",
+                                order_by=["attributes.start_time ASC"])[0].info.run_id
+    history = client.get_metric_history(run_id, "curve_fd_domain")
+    assert sorted((m.step, m.value) for m in history) == [(160, written["curve"][0]["fd"]), (320, written["curve"][1]["fd"])]
+
+
+def test_curve_row_without_kept_snapshots_fails_naming_the_option(study, micro_dict):
+    root, _ = study
+    _snapshot(root, "toy", TINY)
+    params = _params(micro_dict, score={"curve": {"rows": ["toy"], "num_images": 8}}, train={"keep_snapshot_every": None})
+    with pytest.raises(MetricsInputError, match=r"score.curve lists row 'toy' but .*holds no kept snapshots: "
+                                                r"train.keep_snapshot_every is not set.*pipeline train --row toy --no-resume"):
+        score.run(params, "toy", progress=False)
+    trained_before = _params(micro_dict, score={"curve": {"rows": ["toy"], "num_images": 8}})  # micro keeps every 2 steps
+    with pytest.raises(MetricsInputError, match=r"trained before train.keep_snapshot_every \(2\) was set"):
+        score.run(trained_before, "toy", progress=False)
+    assert not (root / score.score_metrics_file("toy")).exists()

@@ -35,4 +35,5 @@ def test_tables_paths() -> None:
     from stages.tables import TABLES
 
     expected = {str(paths.table_md(t)) for t in TABLES} | {str(paths.table_csv(t)) for t in TABLES} | {str(paths.REPORTS / "README.md")}
-    assert _declared(STAGES["tables"], "outs") == expected
+    assert _declared(STAGES["tables"], "outs") == expected | {str(paths.FIG8_CURVE_PNG)}
+    assert _declared(STAGES["tables"], "plots") == {str(paths.FIG8_CURVE_CSV)}

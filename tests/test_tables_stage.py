@@ -34,6 +34,34 @@ def test_tables_put_measured_scores_beside_the_paper(project: Path, micro_dict: 
     assert "tables/table3_kpl.md" in (project / "reports" / "README.md").read_text()
 
 
+def test_fig8_curve_plot_and_csv_come_from_the_metrics_files(project: Path, micro_dict: dict) -> None:
+    inr = micro_dict["rows"]["inr_gan"]
+    for rank in (1, 8):  # micro's FMM layers allow rank <= 16
+        micro_dict["rows"][f"inr_gan_rank{rank}"] = {**inr, "table": "fig8", "generator": {**inr["generator"], "rank": rank}}
+    params = parse_params(micro_dict)
+    paths.score_metrics("inr_gan").parent.mkdir(parents=True)
+    for row, fds in (("inr_gan_rank1", [40.0, 30.0]), ("inr_gan", [35.0, 20.0]), ("inr_gan_rank8", None)):
+        curve = [{"step": 2 * (i + 1), "kimg": 0.016 * (i + 1), "fd": fd} for i, fd in enumerate(fds or [])]
+        paths.score_metrics(row).write_text(json.dumps({"fd_domain": (fds or [25.0])[-1], "kimg": 0.032, **({"curve": curve} if fds else {})}))
+
+    text = stage.run(params)["fig8"]
+    assert "[figures/fig8_rank_curve.png](../figures/fig8_rank_curve.png)" in text and "no curve" not in text.lower()
+    assert "| 8 | 25.00 (faces32) |" in text  # the final-score table stays, rows without a curve included
+    lines = paths.FIG8_CURVE_CSV.read_text().splitlines()
+    assert lines == ["row,dataset,rank,step,kimg,fd", "inr_gan_rank1,faces32,1,2,0.016,40.0", "inr_gan_rank1,faces32,1,4,0.032,30.0",
+                     "inr_gan,faces32,2,2,0.016,35.0", "inr_gan,faces32,2,4,0.032,20.0"]
+    from PIL import Image
+
+    assert Image.open(paths.FIG8_CURVE_PNG).size[0] > 100
+
+    for row in ("inr_gan", "inr_gan_rank1"):  # scored again without curves
+        paths.score_metrics(row).write_text(json.dumps({"fd_domain": 20.0, "kimg": 0.032}))
+    text = stage.run(params)["fig8"]
+    assert "No rank row has a curve yet" in text and "`train.keep_snapshot_every`" in text and "`score.curve.rows`" in text
+    assert "fig8_rank_curve.png" not in text
+    assert paths.FIG8_CURVE_CSV.read_text().splitlines() == ["row,dataset,rank,step,kimg,fd"] and paths.FIG8_CURVE_PNG.is_file()
+
+
 def test_paper_row_of_variants(micro_dict: dict) -> None:
     gen = parse_params(micro_dict).rows["inr_gan"].generator
     assert paper_row(gen, "table1") == "inr_gan"

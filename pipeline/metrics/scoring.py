@@ -46,6 +46,17 @@ class ReferenceConfig(_Strict):
     domain: DomainNetConfig = DomainNetConfig()
 
 
+class CurveConfig(_Strict):
+    """params.yaml `score.curve:`: the Frechet distance over training (Fig. 8) from the snapshots
+    that training kept (train.keep_snapshot_every)."""
+
+    rows: list[str] | Literal["all"] = Field(default_factory=list, description="rows whose kept snapshots are scored; 'all': every row; []: none")
+    num_images: int = Field(default=2000, gt=1, description="generated images per point of the curve; the first of the main score's seeds")
+
+    def includes(self, row: str) -> bool:
+        return self.rows == "all" or row in self.rows
+
+
 class ScoreConfig(_Strict):
     """params.yaml `score:`."""
 
@@ -57,6 +68,7 @@ class ScoreConfig(_Strict):
     upsampled: dict[str, str] = Field(default_factory=dict, description="dataset at S -> the same data prepared at 2S; rows on a key get UpsampledFID")
     upsample_modes: tuple[str, ...] = UPSAMPLE_MODES
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    curve: CurveConfig = CurveConfig()
 
     @field_validator("upsample_modes")
     @classmethod

@@ -1,5 +1,6 @@
 """Checkpoints: a network snapshot (G, G_ema, D; for sampling and scoring) apart from the training
-state (everything a resumed run needs). Both are plain `torch.save` files written atomically.
+state (everything a resumed run needs), plus optional kept G_ema-only snapshots along the way (for
+score-vs-kimg curves). All are plain `torch.save` files written atomically.
 
 torch.load does not verify the data it reads (a flipped byte loads silently), so loading first checks
 every stored CRC32 of the zip container torch.save writes; a damaged file raises CheckpointError
@@ -19,6 +20,7 @@ from pipeline.io import atomic_file
 
 NETWORK_SNAPSHOT = "network-snapshot.pt"
 TRAINING_STATE = "training-state.pt"
+KEPT_SNAPSHOTS_DIR = "snapshots"
 FORMAT_VERSION = 1
 
 
@@ -30,6 +32,17 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     """Write `payload` with torch.save; readers see the old file or the new one, never half of one."""
     with atomic_file(path) as tmp:
         torch.save({"format": FORMAT_VERSION, **payload}, tmp)
+
+
+def kept_snapshot_file(run_dir: str | Path, step: int) -> Path:
+    return Path(run_dir) / KEPT_SNAPSHOTS_DIR / f"snapshot-{step:07d}.pt"
+
+
+def kept_snapshot_files(run_dir: str | Path) -> dict[int, Path]:
+    """step -> kept snapshot of a run, in step order (empty when the run kept none)."""
+    files = (Path(run_dir) / KEPT_SNAPSHOTS_DIR).glob("snapshot-*.pt")
+    found = {int(p.stem.removeprefix("snapshot-")): p for p in files if p.stem.removeprefix("snapshot-").isdigit()}
+    return dict(sorted(found.items()))
 
 
 def verify_checkpoint(path: str | Path) -> None:

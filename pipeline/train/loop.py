@@ -29,7 +29,17 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pipeline.data.preview import save_grid
 from pipeline.io import write_text
-from pipeline.train.checkpoint import NETWORK_SNAPSHOT, TRAINING_STATE, capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from pipeline.train.checkpoint import (
+    KEPT_SNAPSHOTS_DIR,
+    NETWORK_SNAPSHOT,
+    TRAINING_STATE,
+    capture_rng,
+    kept_snapshot_file,
+    kept_snapshot_files,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
 from pipeline.train.distributed import DistContext, barrier, broadcast_module, gather_objects
 from pipeline.train.options import TrainConfig, changed_fields
 from pipeline.train.trainer import D_STATS, G_STATS, GANTrainer, TrainingDiverged
@@ -159,9 +169,18 @@ def _load_resume_state(path: Path, options: TrainConfig, identity: dict[str, Any
 
 def _remove_stale_temporaries(run_dir: Path) -> None:
     # A SIGKILL during an atomic write leaves its temporary sibling behind; never a real output.
-    for folder in (run_dir, run_dir / SAMPLES_DIR):
+    for folder in (run_dir, run_dir / SAMPLES_DIR, run_dir / KEPT_SNAPSHOTS_DIR):
         for tmp in folder.glob(".*.tmp*"):
             tmp.unlink(missing_ok=True)
+
+
+def _remove_kept_snapshots_after(run_dir: Path, step: int) -> None:
+    # Kept snapshots past the starting step come from an earlier attempt (another configuration when
+    # starting over, the killed run when resuming): the curve must only see this run's, and training
+    # writes them again when it gets there.
+    for at, path in kept_snapshot_files(run_dir).items():
+        if at > step:
+            path.unlink()
 
 
 def train(
@@ -184,7 +203,8 @@ def train(
     """Train to options.total_steps, resuming from run_dir/training-state.pt when `resume` and it exists.
 
     Rank 0 writes, every snapshot_every steps and at the end: network-snapshot.pt, samples/step-N.png,
-    the plots file, then training-state.pt (last, so a state never outlives its snapshot). `dataset`
+    the plots file, then training-state.pt (last, so a state never outlives its snapshot); and every
+    keep_snapshot_every steps and at the end (when set) a G_ema-only snapshots/snapshot-N.pt. `dataset`
     yields (image (3, S, S) in [-1, 1], label) without flips of its own. `tracker` is a
     pipeline.tracking.Tracker (rank 0 only) or None. `identity` (e.g. the generator's settings) must
     match the checkpoint's, like the options that change the result, for a resume to happen; on a
@@ -226,6 +246,7 @@ def train(
 
     if ctx.is_main:
         _remove_stale_temporaries(run_dir)
+        _remove_kept_snapshots_after(run_dir, step)
     total_steps = options.total_steps
     sampler = GlobalBatchSampler(len(dataset), options.total_batch, ctx.rank, ctx.world_size, options.seed, start_step=step)
     # The loader gets its own generator: drawing worker seeds from the global one would shift the
@@ -234,6 +255,15 @@ def train(
                         persistent_workers=options.num_workers > 0, generator=torch.Generator().manual_seed(options.seed + step))
     grid_z = sample_latents(range(options.sample_seed, options.sample_seed + options.sample_grid**2), generator.z_dim)
     last_saved = resumed_from
+
+    def keep_snapshot(at_step: int) -> None:
+        # G_ema only (a few hundred MB at paper size instead of G + G_ema + D + optimisers): enough to
+        # score, never used to resume, so it needs no RNG states or collective.
+        if ctx.is_main:
+            save_checkpoint(kept_snapshot_file(run_dir, at_step), {
+                "G_ema": trainer.G_ema.state_dict(), "options": options.model_dump(mode="json"), "info": snapshot_info or {},
+                "step": at_step, "kimg": images_seen / 1000,
+            })
 
     def save(at_step: int) -> None:
         rng = gather_objects(capture_rng(), ctx)  # collective: every rank takes part
@@ -291,9 +321,15 @@ def train(
                 text = (f"kimg {row['kimg']:.2f}  {row['images_per_s']:.1f} img/s  G {row['loss_g']:.3f}  "
                         f"D {row['loss_d_fake'] + row['loss_d_real']:.3f}  R1 {row['r1_penalty']:.3f}")
                 window = {"t": time.perf_counter(), "images": 0, "sums": {}, "n": 0}
-            if step % options.snapshot_every == 0 or step == total_steps:
+            keep = options.keep_snapshot_every is not None and (step % options.keep_snapshot_every == 0 or step == total_steps)
+            if keep:
+                # Before the training state of the same step: a state never outlives the kept snapshots up to it.
+                keep_snapshot(step)
+            checkpoint = step % options.snapshot_every == 0 or step == total_steps
+            if checkpoint:
                 save(step)
                 last_saved = step
+            if keep or checkpoint:
                 window["t"] = time.perf_counter()  # images/s measures training, not checkpoint writing
             update_bar(step, text)
     return TrainSummary(step, images_seen, resumed_from, time.perf_counter() - t_start, stats)

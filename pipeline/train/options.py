@@ -27,7 +27,7 @@ DEFAULT_LR = {
 }
 
 # Options that may change between a run and its resumption without changing what is being trained.
-RESUMABLE_CHANGES = frozenset({"iterations", "kimg", "snapshot_every", "log_every", "num_workers", "device", "batch_per_gpu"})
+RESUMABLE_CHANGES = frozenset({"iterations", "kimg", "snapshot_every", "keep_snapshot_every", "log_every", "num_workers", "device", "batch_per_gpu"})
 
 
 class TrainConfig(BaseModel):
@@ -49,6 +49,11 @@ class TrainConfig(BaseModel):
     hflip: bool = Field(default=True, description="random horizontal flips of real images")
     mixed_precision: Literal["off", "bf16", "fp16"] = Field(default="off", description="autocast of G and D forward passes; CUDA only")
     snapshot_every: int = Field(default=5000, gt=0, description="steps between network snapshot + training state + sample grid (also written at the end)")
+    keep_snapshot_every: int | None = Field(
+        default=None, gt=0,
+        description="steps between kept G_ema-only snapshots (snapshots/snapshot-<step>.pt, also written at the end) that score.curve "
+                    "scores for FID vs kimg; independent of snapshot_every; None keeps none",
+    )
     log_every: int = Field(default=100, gt=0, description="steps between rows of the plots file and MLflow metrics")
     sample_grid: int = Field(default=8, gt=0, le=32, description="side of the fixed-seed sample grid")
     sample_seed: int = Field(default=0, ge=0, description="the grid's image i uses the latent of seed sample_seed + i")

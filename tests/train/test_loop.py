@@ -9,7 +9,7 @@ import torch
 
 from pipeline.config import ConfigError
 from pipeline.train.benchmark import benchmark_training
-from pipeline.train.checkpoint import TRAINING_STATE, CheckpointError, load_checkpoint
+from pipeline.train.checkpoint import TRAINING_STATE, CheckpointError, kept_snapshot_files, load_checkpoint
 from pipeline.train.loop import GlobalBatchSampler, TrainingInputError, sample_latents, step_randomness, train
 from pipeline.train.trainer import GANTrainer, TrainingDiverged
 
@@ -36,6 +36,29 @@ def test_outputs_snapshot_state_samples_and_plots(tmp_path):
     assert len(rows) == 6 and float(rows[-1]["kimg"]) == pytest.approx(0.048)
     assert {"loss_g", "loss_d_real", "loss_d_fake", "r1_penalty", "grad_norm_g", "grad_norm_d", "images_per_s"} <= set(rows[0])
     assert all(float(r["r1_penalty"]) > 0 for r in rows)
+
+
+def test_kept_snapshots_at_their_steps_and_the_last(tmp_path):
+    run = tmp_path / "run"
+    _train(tmp_path, options=toy_options(iterations=7, keep_snapshot_every=3), snapshot_info={"row": "toy"})
+    kept = kept_snapshot_files(run)
+    assert list(kept) == [3, 6, 7] and [p.name for p in kept.values()] == ["snapshot-0000003.pt", "snapshot-0000006.pt", "snapshot-0000007.pt"]
+    last = load_checkpoint(kept[7])
+    assert set(last) == {"format", "G_ema", "step", "kimg", "info", "options"} and last["info"] == {"row": "toy"}
+    assert last["step"] == 7 and last["kimg"] == pytest.approx(0.056) and load_checkpoint(kept[3])["kimg"] == pytest.approx(0.024)
+    final = load_checkpoint(run / "network-snapshot.pt")["G_ema"]
+    assert all(last["G_ema"][k].equal(final[k]) for k in final)  # the last kept snapshot is the scored generator
+    assert not all(load_checkpoint(kept[3])["G_ema"][k].equal(final[k]) for k in final)
+
+
+def test_starting_over_removes_the_kept_snapshots_of_the_earlier_run(tmp_path):
+    run = tmp_path / "run"
+    _train(tmp_path, options=toy_options(iterations=4, keep_snapshot_every=1))
+    (run / "snapshots" / ".snapshot-0000005.pt.x.tmp.pt").write_bytes(b"")  # left by a SIGKILL mid-write
+    _train(tmp_path, options=toy_options(iterations=4, keep_snapshot_every=2), resume=False)
+    assert list(kept_snapshot_files(run)) == [2, 4] and len(list((run / "snapshots").iterdir())) == 2
+    _train(tmp_path, options=toy_options(iterations=4, r1_gamma=1.0), restart_on_change=True)
+    assert kept_snapshot_files(run) == {}
 
 
 def test_global_batches_split_over_ranks_and_resume_mid_epoch():

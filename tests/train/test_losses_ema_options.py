@@ -142,8 +142,14 @@ def test_batch_split_errors_say_what_to_change():
 
 def test_resume_compatibility_ignores_length_and_workers():
     old = toy_options().model_dump(mode="json")
-    assert changed_fields(old, toy_options(iterations=100, num_workers=2)) == {}
+    assert changed_fields(old, toy_options(iterations=100, num_workers=2, keep_snapshot_every=50)) == {}
     assert set(changed_fields(old, toy_options(r1_gamma=1.0))) == {"r1_gamma"}
+
+
+def test_keep_snapshot_every_must_be_positive_or_unset():
+    assert TrainConfig().keep_snapshot_every is None and TrainConfig(keep_snapshot_every=3, snapshot_every=2).keep_snapshot_every == 3
+    with pytest.raises(ConfigError, match=r"keep_snapshot_every: Input should be greater than 0"):
+        resolve_train_config({}, {"keep_snapshot_every": 0}, where="rows.x.train")
 
 
 def test_mixed_precision_is_refused_on_the_cpu():

@@ -12,7 +12,7 @@ import socket
 
 import torch
 
-from pipeline.train.checkpoint import TRAINING_STATE, load_checkpoint
+from pipeline.train.checkpoint import TRAINING_STATE, kept_snapshot_files, load_checkpoint
 from pipeline.train.loop import train
 from pipeline.train.distributed import init_from_env, shutdown
 
@@ -26,8 +26,8 @@ def _run(run_dir, options=None, data=None, ctx=None, generator=ToyGenerator):
     return train(options or toy_options(), generator, ToyDiscriminator, data or ToyImages(), run_dir, progress=False, **kwargs)
 
 
-def _killed_child(run_dir, kill_at):
-    _run(run_dir, data=ToyImages(kill_at=kill_at), generator=NoisyToyGenerator)
+def _killed_child(run_dir, kill_at, options=None):
+    _run(run_dir, options, data=ToyImages(kill_at=kill_at), generator=NoisyToyGenerator)
 
 
 def _rank_child(rank, world, port, run_dir, options):
@@ -68,6 +68,25 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path):
     assert whole["models"]["opt_g"]["state"][0]["exp_avg_sq"].equal(resumed["models"]["opt_g"]["state"][0]["exp_avg_sq"])
     assert [r["loss_g"] for r in whole["log"]] == [r["loss_g"] for r in resumed["log"]]
     assert resumed["images_seen"] == whole["images_seen"] == 48
+
+
+def test_kept_snapshots_of_a_sigkilled_and_resumed_run_match_the_uninterrupted_ones(tmp_path):
+    options = toy_options(keep_snapshot_every=1)
+    _run(tmp_path / "whole", options, generator=NoisyToyGenerator)
+    # As above, the child dies inside step 4: kept snapshots 1-3 are written, the training state is of step 2.
+    child = FORK.Process(target=_killed_child, args=(tmp_path / "killed", 30, options))
+    child.start()
+    child.join(120)
+    assert child.exitcode == -9 and list(kept_snapshot_files(tmp_path / "killed")) == [1, 2, 3]
+    summary = _run(tmp_path / "killed", options, generator=NoisyToyGenerator)
+    assert summary.resumed_from == 2
+    whole, resumed = kept_snapshot_files(tmp_path / "whole"), kept_snapshot_files(tmp_path / "killed")
+    assert list(whole) == list(resumed) == [1, 2, 3, 4, 5, 6]
+    for step in whole:
+        a, b = load_checkpoint(whole[step]), load_checkpoint(resumed[step])
+        assert a["kimg"] == b["kimg"] == step * 8 / 1000
+        assert all(a["G_ema"][k].equal(b["G_ema"][k]) for k in a["G_ema"]), f"kept snapshot of step {step} differs"
+    _assert_same_models(_models(tmp_path / "whole"), _models(tmp_path / "killed"), exact=True)
 
 
 def _free_port():
