@@ -22,13 +22,13 @@ from typing import Protocol
 import numpy as np
 import torch
 from torch import Tensor
-from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
-from torch_fidelity.metric_isc import isc_features_to_metric
 
 from pipeline.metrics.frechet import GaussianAccumulator, GaussianStats
 
 INCEPTION_EXTRACTOR = "inception-v3-compat"  # torch-fidelity's registry name
-INCEPTION_URL = URL_INCEPTION_V3
+# torch-fidelity's URL_INCEPTION_V3 (a test checks they agree); torch_fidelity itself is imported
+# only where it is used, as it pulls in torchvision: ~1 s more start-up for every stage and command.
+INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_FILE = INCEPTION_URL.rsplit("/", 1)[-1]
 INCEPTION_FEATURES = "2048"  # pool3, the FID layer
 INCEPTION_FEATURE_DIMS = {"64": 64, "192": 192, "768": 768, "2048": 2048}
@@ -100,6 +100,8 @@ def summarize(batches: Iterable[Tensor], extractor: FeatureExtractor, progress: 
 
 def inception_score(logits: Tensor, splits: int = IS_SPLITS) -> tuple[float, float]:
     """(mean, std) over splits of exp(E_x KL(p(y|x) || p(y))), torch-fidelity's implementation."""
+    from torch_fidelity.metric_isc import isc_features_to_metric
+
     n = logits.shape[0]
     out = isc_features_to_metric(logits.double().cpu(), splits=max(1, min(splits, n)), shuffle=True, rng_seed=2020)
     return out["inception_score_mean"], out["inception_score_std"]

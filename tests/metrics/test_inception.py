@@ -100,3 +100,9 @@ def test_a_file_that_is_not_a_state_dict_is_reported(tmp_path):
     torch.save({"fc.weight": torch.zeros(1)}, bad)
     with pytest.raises(WeightsNotFound, match="not a usable Inception state dict"):
         InceptionFeatures(bad)
+
+
+def test_weights_url_is_torch_fidelitys():
+    from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+
+    assert INCEPTION_URL == URL_INCEPTION_V3
