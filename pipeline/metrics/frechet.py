@@ -53,8 +53,8 @@ def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
     sigma1 sigma2 is similar to R sigma2 R with R = sigma1^(1/2) (R^-1 (R sigma2 R) R = sigma1 sigma2
     when R is invertible, and by continuity otherwise), and R sigma2 R is symmetric positive
     semi-definite, so the trace is the sum of the square roots of its eigenvalues. Two symmetric
-    eigendecompositions replace scipy's general (complex Schur) sqrtm: faster (1.7x at 768 dimensions
-    on one CPU thread) and exact on singular covariances (fewer samples than dimensions), where sqrtm
+    eigendecompositions replace scipy's general (complex Schur) sqrtm: faster (2048-d FID statistics:
+    4.5 s vs 16.4 s for sqrtm on an idle 2-core CPU) and exact on singular covariances (fewer samples than dimensions), where sqrtm
     is inaccurate and the reference code adds a regularising offset."""
     root1 = _psd_root(sigma1, "first")
     _psd_root(sigma2, "second")  # only its check: a non-covariance must not yield a number
