@@ -35,15 +35,20 @@ def _check_stats(mu: np.ndarray, sigma: np.ndarray, which: str) -> None:
         raise ValueError(f"{which} statistics hold NaN or infinite values (are the features finite?)")
 
 
-def _psd_root(sigma: np.ndarray, which: str) -> np.ndarray:
-    """The symmetric square root of a covariance, from its eigendecomposition."""
-    values, vectors = np.linalg.eigh((sigma + sigma.T) / 2)
+def _check_psd(values: np.ndarray, which: str) -> None:
+    """Refuse a covariance whose eigenvalues are clearly negative (more than rounding)."""
     scale = max(float(np.abs(values).max()), np.finfo(np.float64).tiny)
     if values.min() < -MAX_NEGATIVE_EIGENVALUE * scale:
         raise ValueError(
             f"the {which} covariance has an eigenvalue of {values.min():.3g} (largest magnitude {scale:.3g}); "
             "it is not positive semi-definite (check the statistics files)"
         )
+
+
+def _psd_root(sigma: np.ndarray, which: str) -> np.ndarray:
+    """The symmetric square root of a covariance, from its eigendecomposition."""
+    values, vectors = np.linalg.eigh((sigma + sigma.T) / 2)
+    _check_psd(values, which)
     return (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
 
 
@@ -52,12 +57,12 @@ def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
 
     sigma1 sigma2 is similar to R sigma2 R with R = sigma1^(1/2) (R^-1 (R sigma2 R) R = sigma1 sigma2
     when R is invertible, and by continuity otherwise), and R sigma2 R is symmetric positive
-    semi-definite, so the trace is the sum of the square roots of its eigenvalues. Two symmetric
+    semi-definite, so the trace is the sum of the square roots of its eigenvalues. Symmetric
     eigendecompositions replace scipy's general (complex Schur) sqrtm: faster (2048-d FID statistics:
-    4.5 s vs 16.4 s for sqrtm on an idle 2-core CPU) and exact on singular covariances (fewer samples than dimensions), where sqrtm
-    is inaccurate and the reference code adds a regularising offset."""
+    3.3-4.1 s vs 16.4 s for sqrtm on an idle 2-core CPU) and exact on singular covariances (fewer samples
+    than dimensions), where sqrtm is inaccurate and the reference code adds a regularising offset."""
     root1 = _psd_root(sigma1, "first")
-    _psd_root(sigma2, "second")  # only its check: a non-covariance must not yield a number
+    _check_psd(np.linalg.eigvalsh((sigma2 + sigma2.T) / 2), "second")  # a non-covariance must not yield a number
     inner = root1 @ sigma2 @ root1
     values = np.linalg.eigvalsh((inner + inner.T) / 2)
     return float(np.sqrt(np.clip(values, 0.0, None)).sum())
