@@ -9,8 +9,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 @contextmanager
-def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
-    """Yield `advance(done, total)`; the bar shows counts, elapsed and remaining time."""
+def progress_bar(description: str, enabled: bool = True) -> Iterator[Callable[[int, int], None] | None]:
+    """Yield `advance(done, total)`; the bar shows counts, elapsed and remaining time. Not enabled:
+    yield None, which the library's `progress` arguments take as "report nothing"."""
+    if not enabled:
+        yield None
+        return
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
         transient=False,

@@ -169,17 +169,12 @@ def run(params: Params, row: str, root: Path = Path("."), progress: bool = True)
     tags = {"stage": "score", "row": row, "dataset": row_cfg.dataset, "profile": params.profile}
     run_params = {"row": row, **cfg.model_dump(mode="json"), "features": extractor.kind, "weights_sha256": extractor.weights_sha256}
     with stage_run(resolve_tracking_uri(params.tracking.uri), params.tracking.experiment, f"score/{row}", tags, run_params) as tracker:
-        if progress:
-            with progress_bar(f"score {row}") as advance:
-                metrics = score_generator(generator, extractor, ref.stats, cfg, upsampled, advance)
-        else:
-            metrics = score_generator(generator, extractor, ref.stats, cfg, upsampled)
+        with progress_bar(f"score {row}", progress) as advance:
+            metrics = score_generator(generator, extractor, ref.stats, cfg, upsampled, advance)
         curve = []
-        if curve_files and progress:
-            with progress_bar(f"score {row}: curve of {len(curve_files)} snapshots") as advance:
+        if curve_files:
+            with progress_bar(f"score {row}: curve of {len(curve_files)} snapshots", progress) as advance:
                 curve = score_curve(params, row, curve_files, extractor, ref, advance)
-        elif curve_files:
-            curve = score_curve(params, row, curve_files, extractor, ref)
         result = {"row": row, "dataset": row_cfg.dataset, "features": extractor.kind, "weights_sha256": extractor.weights_sha256,
                   "reference_images": ref.stats.count, **info, **metrics, **({"curve": curve} if curve else {})}
         write_json(root / score_metrics_file(row), result)
