@@ -70,3 +70,26 @@ def write_json(path: str | Path, data: Any) -> None:
 def write_text(path: str | Path, text: str) -> None:
     with atomic_file(path) as tmp:
         tmp.write_text(text)
+
+
+def save_torch(path: str | Path, payload: dict[str, Any]) -> None:
+    """torch.save `payload` atomically."""
+    import torch  # here, not at the top: configuration code imports this module without needing torch
+
+    with atomic_file(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_versioned_torch(path: str | Path, version: int, what: str, missing_hint: str, wrong_hint: str) -> dict[str, Any]:
+    """The dict that save_torch wrote with {"format": version}; tensors and plain values only
+    (weights_only). A missing file raises FileNotFoundError and another format ValueError, each
+    naming the file, `what` it should be and the hint that says how to make it."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} '{path}' does not exist; {missing_hint}")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != version:
+        raise ValueError(f"'{path}' is not a {what} of format {version}; {wrong_hint}")
+    return payload

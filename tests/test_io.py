@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.io import atomic_dir, atomic_file, write_json
+from pipeline.io import atomic_dir, atomic_file, load_versioned_torch, save_torch, write_json
 
 
 def test_atomic_file_keeps_old_content_on_error(tmp_path: Path) -> None:
@@ -45,3 +45,16 @@ def test_atomic_file_gets_umask_permissions(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_versioned_torch_file_round_trip_and_refusals(tmp_path):
+    import torch
+
+    path = tmp_path / "net.pt"
+    save_torch(path, {"format": 3, "w": torch.arange(4)})
+    assert torch.equal(load_versioned_torch(path, 3, "test net", "make it", "remake it")["w"], torch.arange(4))
+    assert [p.name for p in tmp_path.iterdir()] == ["net.pt"]  # no temporary left behind
+    with pytest.raises(ValueError, match=r"is not a test net of format 4; remake it"):
+        load_versioned_torch(path, 4, "test net", "make it", "remake it")
+    with pytest.raises(FileNotFoundError, match=r"test net '.*absent.pt' does not exist; make it"):
+        load_versioned_torch(tmp_path / "absent.pt", 3, "test net", "make it", "remake it")

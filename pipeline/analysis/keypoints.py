@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from pipeline.analysis import locate_weights
-from pipeline.io import atomic_file
+from pipeline.io import load_versioned_torch, save_torch
 
 FAN_FILE = "2DFAN4-11f355bf06.pth.tar"
 FAN_URL = "https://www.adrianbulat.com/downloads/python-fan/2DFAN4-11f355bf06.pth.tar"
@@ -360,19 +360,14 @@ def train_keypoint_regressor(images: np.ndarray, keypoints: np.ndarray, names: S
 def save_regressor(path: str | Path, extractor: RegressorKeypoints, report: dict[str, Any] | None = None) -> None:
     """torch.save the regressor with what rebuilds it; atomic."""
     m = extractor.model
-    payload = {"format": REGRESSOR_FORMAT, "state_dict": m.state_dict(), "num_keypoints": m.num_keypoints, "resolution": m.resolution,
-               "width": m.width, "names": list(extractor.names), "heldout_mse": extractor.heldout_mse, "report": report or {}}
-    with atomic_file(path) as tmp:
-        torch.save(payload, tmp)
+    save_torch(path, {"format": REGRESSOR_FORMAT, "state_dict": m.state_dict(), "num_keypoints": m.num_keypoints, "resolution": m.resolution,
+                      "width": m.width, "names": list(extractor.names), "heldout_mse": extractor.heldout_mse, "report": report or {}})
 
 
 def load_regressor(path: str | Path) -> RegressorKeypoints:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"keypoint regressor '{path}' does not exist; train it with `pipeline keypoints` (the keypoints stage) first")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict) or payload.get("format") != REGRESSOR_FORMAT:
-        raise ValueError(f"'{path}' is not a keypoint regressor of format {REGRESSOR_FORMAT}; re-run `pipeline keypoints`")
+    payload = load_versioned_torch(path, REGRESSOR_FORMAT, "keypoint regressor",
+                                   missing_hint="train it with `pipeline keypoints` (the keypoints stage) first",
+                                   wrong_hint="re-run `pipeline keypoints`")
     model = KeypointRegressor(payload["num_keypoints"], payload["resolution"], payload["width"])
     model.load_state_dict(payload["state_dict"])
     return RegressorKeypoints(model, payload["names"], payload["heldout_mse"])

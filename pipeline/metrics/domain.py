@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from pipeline.io import atomic_file
+from pipeline.io import load_versioned_torch, save_torch
 from pipeline.metrics.inception import sha256_file
 
 FORMAT_VERSION = 1
@@ -160,19 +160,13 @@ def train_domain_net(images: np.ndarray, labels: np.ndarray, num_classes: int, c
 
 def save_domain_net(path: str | Path, net: DomainNet, info: dict[str, Any] | None = None) -> None:
     """torch.save of the weights and what rebuilds the network, written atomically."""
-    payload = {"format": FORMAT_VERSION, "state_dict": net.state_dict(), "num_classes": net.num_classes,
-               "resolution": net.resolution, "width": net.width, "info": info or {}}
-    with atomic_file(path) as tmp:
-        torch.save(payload, tmp)
+    save_torch(path, {"format": FORMAT_VERSION, "state_dict": net.state_dict(), "num_classes": net.num_classes,
+                      "resolution": net.resolution, "width": net.width, "info": info or {}})
 
 
 def load_domain_net(path: str | Path) -> DomainNet:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"domain network '{path}' does not exist; run `pipeline reference` for its dataset first")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
-        raise ValueError(f"'{path}' is not a domain network file of format {FORMAT_VERSION}; re-run `pipeline reference`")
+    payload = load_versioned_torch(path, FORMAT_VERSION, "domain network", missing_hint="run `pipeline reference` for its dataset first",
+                                   wrong_hint="re-run `pipeline reference`")
     net = DomainNet(payload["num_classes"], payload["resolution"], payload["width"])
     net.load_state_dict(payload["state_dict"])
     return net.eval()
