@@ -198,6 +198,13 @@ class Params(_Strict):
             )
         return self.prepare.datasets[name]
 
+    def optional_section(self, name: str) -> Any:
+        """An optional section (project, kpl) that a stage needs; its absence is a ConfigError."""
+        value = getattr(self, name)
+        if value is None:
+            raise ConfigError(f"params.yaml (profile {self.profile!r}) has no `{name}:` section; copy it from profiles/{self.profile}.yaml")
+        return value
+
     def row(self, name: str) -> RowConfig:
         if name not in self.rows:
             raise ConfigError(

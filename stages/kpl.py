@@ -45,10 +45,7 @@ def table3_file() -> Path:
 
 
 def kpl_config(params: Params) -> KPLConfig:
-    cfg = params.kpl
-    if cfg is None:
-        raise ConfigError(f"params.yaml (profile {params.profile!r}) has no `kpl:` section; copy it from profiles/{params.profile}.yaml")
-    return cfg
+    return params.optional_section("kpl")
 
 
 def _prepared(root: Path, dataset: str) -> Path:

@@ -44,10 +44,7 @@ def regressor_file(dataset: str) -> Path:
 
 
 def project_config(params: Params) -> ProjectConfig:
-    cfg = params.project
-    if cfg is None:
-        raise ConfigError(f"params.yaml (profile {params.profile!r}) has no `project:` section; copy it from profiles/{params.profile}.yaml")
-    return cfg
+    return params.optional_section("project")
 
 
 def model_row(params: Params, model: str) -> str:

@@ -137,3 +137,10 @@ def test_curve_rows_must_be_defined_rows_or_all(micro_dict: dict) -> None:
     assert "score.curve.rows" in _error(micro_dict)
     micro_dict["score"]["curve"] = {"rows": "all", "num_images": 8}
     assert parse_params(micro_dict).score.curve.includes("stylegan2")
+
+
+def test_a_missing_optional_section_is_named_when_a_stage_needs_it(micro_dict: dict) -> None:
+    params = parse_params(micro_dict)  # micro_dict has no project/kpl sections
+    assert params.optional_section("score") is params.score
+    with pytest.raises(ConfigError, match=r"profile 'micro'\) has no `kpl:` section; copy it from profiles/micro.yaml"):
+        params.optional_section("kpl")
