@@ -95,16 +95,21 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_two_gloo_processes_equal_one_process_with_the_same_total_batch(tmp_path):
-    options = toy_options(iterations=4)
-    _run(tmp_path / "one", options)
+def _run_two_ranks(run_dir, options) -> list[int | None]:
+    """Train in 2 forked gloo processes on this CPU; their exit codes."""
     port = _free_port()
-    children = [FORK.Process(target=_rank_child, args=(r, 2, port, tmp_path / "two", options)) for r in range(2)]
+    children = [FORK.Process(target=_rank_child, args=(r, 2, port, run_dir, options)) for r in range(2)]
     for c in children:
         c.start()
     for c in children:
         c.join(120)
-    assert [c.exitcode for c in children] == [0, 0]
+    return [c.exitcode for c in children]
+
+
+def test_two_gloo_processes_equal_one_process_with_the_same_total_batch(tmp_path):
+    options = toy_options(iterations=4)
+    _run(tmp_path / "one", options)
+    assert _run_two_ranks(tmp_path / "two", options) == [0, 0]
     one, two = load_checkpoint(tmp_path / "one" / TRAINING_STATE), load_checkpoint(tmp_path / "two" / TRAINING_STATE)
     assert len(two["rng"]) == 2 and two["step"] == one["step"] == 4
     _assert_same_models(one["models"], two["models"], exact=False)
@@ -118,11 +123,6 @@ def test_gradient_accumulation_equals_the_whole_batch(tmp_path):
 
 def test_resume_with_another_process_count_continues(tmp_path):
     options = toy_options(iterations=2)
-    port = _free_port()
-    children = [FORK.Process(target=_rank_child, args=(r, 2, port, tmp_path / "run", options)) for r in range(2)]
-    for c in children:
-        c.start()
-    for c in children:
-        c.join(120)
+    assert _run_two_ranks(tmp_path / "run", options) == [0, 0]
     summary = _run(tmp_path / "run", toy_options(iterations=4))
     assert summary.resumed_from == 2 and summary.step == 4
