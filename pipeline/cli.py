@@ -285,6 +285,8 @@ def main() -> None:
     """Console-script entry: known errors print one clear message and exit non-zero, no traceback."""
     try:
         app()
-    except _known_errors() as err:
+    except Exception as err:  # not `except _known_errors()`: typer's normal SystemExit would evaluate it and import torch
+        if not isinstance(err, _known_errors()):
+            raise
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
         sys.exit(2)

@@ -9,10 +9,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipeline.analysis.kpl import KPLConfig
-from pipeline.analysis.projection import ProjectConfig
-from pipeline.metrics.scoring import ReferenceConfig, ScoreConfig
-from pipeline.metrics.throughput import BenchConfig
+from pipeline.analysis.options import KPLConfig, ProjectConfig
+from pipeline.metrics.options import BenchConfig, ReferenceConfig, ScoreConfig
 from pipeline.models.specs import GeneratorSpec
 
 PROFILES = ("micro", "default", "paper")

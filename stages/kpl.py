@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.analysis.keypoints import KeypointExtractor, keypoint_mse, load_regressor, save_regressor, train_keypoint_regressor
-from pipeline.analysis.kpl import KPLConfig, keypoint_prediction_loss, sample_keypoints
+from pipeline.analysis.kpl import keypoint_prediction_loss, sample_keypoints
+from pipeline.analysis.options import KPLConfig
 from pipeline.config import ConfigError, Params
 from pipeline.io import write_json, write_text
 from pipeline.tracking import resolve_tracking_uri, stage_run
@@ -126,8 +127,8 @@ def run(params: Params, model: str, root: Path = Path("."), progress: bool = Tru
     run_params = {"model": model, "row": row, "test_dataset": pcfg.dataset, **cfg.model_dump(mode="json")}
     with stage_run(resolve_tracking_uri(params.tracking.uri), params.tracking.experiment, f"kpl/{model}", tags, run_params) as tracker:
         start = time.perf_counter()
-        with counting_bar(f"KPL {model}: generate + keypoints", cfg.fit.num_train, progress) as advance:
-            z, w, train_kp = sample_keypoints(G, extractor, cfg.fit.num_train, cfg.fit.seed, cfg.fit.batch_size, advance)
+        with counting_bar(f"KPL {model}: generate + keypoints", cfg.fit.num_generated, progress) as advance:
+            z, w, train_kp = sample_keypoints(G, extractor, cfg.fit.num_generated, cfg.fit.seed, cfg.fit.batch_size, advance)
         real_kp = extractor(real)
         train_latents = {"z": z, "w": w}
         result = keypoint_prediction_loss({s: train_latents[s] for s in spaces}, train_kp, {s: projections[s] for s in spaces},

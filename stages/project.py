@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from pipeline.analysis.keypoints import load_regressor
-from pipeline.analysis.projection import ProjectConfig, make_loss, project, save_projection_figure, to_uint8
+from pipeline.analysis.options import ProjectConfig
+from pipeline.analysis.projection import make_loss, project, save_projection_figure, to_uint8
 from pipeline.config import ConfigError, Params
 from pipeline.io import atomic_file, write_json
 from pipeline.progress import progress_bar

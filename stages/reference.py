@@ -21,7 +21,8 @@ from pipeline.io import atomic_file, write_json
 from pipeline.metrics.domain import DomainFeatures, save_domain_net, train_domain_net
 from pipeline.metrics.frechet import GaussianStats
 from pipeline.metrics.inception import FeatureExtractor, InceptionFeatures, inception_score, nhwc_to_nchw, resolve_inception_weights, sha256_file, summarize
-from pipeline.metrics.scoring import MetricsInputError, ReferenceConfig, pick_device
+from pipeline.metrics.options import ReferenceConfig
+from pipeline.metrics.scoring import MetricsInputError, pick_device
 from pipeline.progress import progress_bar
 from pipeline.tracking import resolve_tracking_uri, stage_run
 from stages import paths

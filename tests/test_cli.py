@@ -52,6 +52,24 @@ def test_unknown_dataset_exits_nonzero(project: Path) -> None:
     assert res.returncode == 2 and "unknown dataset 'lsun'" in res.stderr and "faces32" in res.stderr
 
 
+def test_console_script_reports_errors_without_traceback(project: Path) -> None:
+    # The installed `pipeline` command must run main() (clean message, exit 2), not the bare typer app.
+    script = Path(sys.executable).with_name("pipeline")
+    res = subprocess.run([str(script), "prepare", "--dataset", "lsun"], cwd=project, capture_output=True, text=True)
+    assert res.returncode == 2 and "unknown dataset 'lsun'" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_help_and_reading_params_do_not_import_torch(project: Path) -> None:
+    # Importing torch costs seconds: `--help`, profile switches and config validation must not pay for it.
+    code = ("import sys; from typer.testing import CliRunner; from pipeline.cli import app; "
+            "from pipeline.config import load_params; load_params('params.yaml'); "
+            "assert CliRunner().invoke(app, ['--help']).exit_code == 0; "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
+    res = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"
+
+
 def test_profile_switch_copies_the_profile(project: Path) -> None:
     (project / "profiles").mkdir()
     for name in ("micro", "paper"):

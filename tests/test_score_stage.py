@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from pipeline.config import Params
-from pipeline.metrics.domain import DomainNetConfig
-from pipeline.metrics.scoring import MetricsInputError, ReferenceConfig, ScoreConfig
+from pipeline.metrics.options import DomainNetConfig, ReferenceConfig, ScoreConfig
+from pipeline.metrics.scoring import MetricsInputError
 from pipeline.models.registry import build_generator
 from pipeline.train.checkpoint import kept_snapshot_file, save_checkpoint
 from stages import prepare, reference, score

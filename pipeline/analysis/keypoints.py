@@ -27,16 +27,12 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from pipeline.analysis import locate_weights
+from pipeline.analysis.options import FAN_FILE, FAN_URL, S3FD_FILE, S3FD_URL
 from pipeline.io import load_versioned_torch, save_torch
 
-FAN_FILE = "2DFAN4-11f355bf06.pth.tar"
-FAN_URL = "https://www.adrianbulat.com/downloads/python-fan/2DFAN4-11f355bf06.pth.tar"
-S3FD_FILE = "s3fd-619a316812.pth"
-S3FD_URL = "https://www.adrianbulat.com/downloads/python-fan/s3fd-619a316812.pth"
 FAN_INPUT, FAN_HEATMAP = 256, 64
 FAN_NUM_POINTS = 68
 REGRESSOR_FORMAT = 1
@@ -371,35 +367,3 @@ def load_regressor(path: str | Path) -> RegressorKeypoints:
     model = KeypointRegressor(payload["num_keypoints"], payload["resolution"], payload["width"])
     model.load_state_dict(payload["state_dict"])
     return RegressorKeypoints(model, payload["names"], payload["heldout_mse"])
-
-
-class RegressorConfig(BaseModel):
-    """params.yaml `kpl.regressor`: the synthetic-faces keypoint regressor and its training."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    dataset: str = Field(description="prepared dataset with ground-truth keypoints (keypoints.npy) to train on")
-    num_images: int | None = Field(default=None, gt=0, description="use at most this many images (None = all)")
-    heldout_fraction: float = Field(default=0.1, gt=0, lt=1)
-    epochs: int = Field(default=3, gt=0)
-    batch_size: int = Field(default=16, gt=0)
-    lr: float = Field(default=6e-3, gt=0)
-    width: int = Field(default=24, ge=4)
-    seed: int = 0
-
-
-class FANConfig(BaseModel):
-    """params.yaml `kpl.fan`: face-alignment's 2D-FAN for real faces."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    weights: Path | None = Field(default=None, description=f"FAN-4 state dict (default: {FAN_FILE} in the torch hub cache)")
-    box: list[float] | Literal["detect"] = Field(default_factory=lambda: [0.0, 0.0, 1.0, 1.0],
-                                                 description="fixed crop (x0, y0, x1, y1) in image fractions, or 'detect' (S3FD detector)")
-    detector_weights: Path | None = Field(default=None, description=f"box: detect: S3FD weights (default: {S3FD_FILE} in the torch hub cache)")
-    flip_input: bool = False
-    batch_size: int = Field(default=8, gt=0)
-    download: bool = Field(default=False, description="allow downloading missing weights into the torch hub cache")
-
-    def build(self, device: str | torch.device = "cpu") -> FANKeypoints:
-        return FANKeypoints(self.weights, device, self.box, self.detector_weights, self.flip_input, self.batch_size, self.download)

@@ -20,28 +20,15 @@ error, keypoints in [0, 1] image coordinates (so an error of one pixel in x only
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from pipeline.analysis.keypoints import FANConfig, KeypointExtractor, RegressorConfig
+from pipeline.analysis.keypoints import KeypointExtractor
+from pipeline.analysis.options import KPLOptions
 
 CONVENTION = "mean over images, keypoints and the (x, y) coordinates of the squared error; keypoints in [0, 1] image coordinates"
-
-
-class KPLOptions(BaseModel):
-    """Algorithm 1's settings."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    num_train: int = Field(default=10000, gt=1, description="N_tr: generated images the regression is fitted on")
-    batch_size: int = Field(default=64, gt=0, description="images generated and passed to K at once")
-    ridge: float = Field(default=0.0, ge=0.0, description="0: ordinary least squares (the paper); > 0: ridge penalty, for N_tr not much above the latent size")
-    check_fraction: float = Field(default=0.1, ge=0.0, lt=1.0, description="generated samples held out to report the fit on generated images (a diagnostic; the fit uses the rest)")
-    seed: int = Field(default=0, description="seed of the sampled latents and of the random permutation")
 
 
 @torch.no_grad()
@@ -96,8 +83,11 @@ def keypoint_prediction_loss(train_latents: Mapping[str, np.ndarray], train_keyp
     if test_keypoints.shape[1:] != train_keypoints.shape[1:]:
         raise ValueError(f"test keypoints {test_keypoints.shape} and train keypoints {train_keypoints.shape} disagree")
     n = len(train_keypoints)
+    if n < options.num_train:
+        raise ValueError(f"{n} generated samples, but KPL fits on N_tr = num_train = {options.num_train}; "
+                         f"generate options.num_generated = {options.num_generated} (N_tr plus the held-out check samples)")
+    n_check = n - options.num_train  # the fit uses exactly N_tr samples, as Algorithm 1
     rng = np.random.default_rng(options.seed)
-    n_check = int(round(n * options.check_fraction))
     order = rng.permutation(n)
     fit_idx, check_idx = order[: n - n_check], order[n - n_check:]
     permutation = rng.permutation(len(fit_idx))
@@ -129,21 +119,3 @@ def keypoint_prediction_loss(train_latents: Mapping[str, np.ndarray], train_keyp
     result["kpl_random"] = result.get("kpl_random_w", result.get("kpl_random_z"))
     result["mean_keypoint_variance"] = float(((test_keypoints - train_keypoints.mean(0)) ** 2).mean())
     return result
-
-
-class KPLConfig(BaseModel):
-    """params.yaml `kpl:`: the keypoint extractor and Algorithm 1's settings."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    extractor: Literal["regressor", "fan"] = Field(default="regressor", description="regressor: synthetic faces; fan: real faces")
-    regressor: RegressorConfig | None = Field(default=None, description="needed when extractor is regressor, or for project.domain_features")
-    fan: FANConfig = FANConfig()
-    fit: KPLOptions = KPLOptions()
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-
-    @model_validator(mode="after")
-    def _regressor(self) -> KPLConfig:
-        if self.extractor == "regressor" and self.regressor is None:
-            raise ValueError("kpl.extractor 'regressor' needs a kpl.regressor section (at least `dataset:` with ground-truth keypoints)")
-        return self

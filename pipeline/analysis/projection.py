@@ -36,16 +36,12 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from pipeline.analysis import locate_weights
+from pipeline.analysis.options import LPIPS_FILE, LPIPS_URL, VGG16_FILE, VGG16_URL, ProjectionOptions
 from pipeline.data.preview import save_grid
 
-VGG16_FILE = "vgg16-397923af.pth"
-VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
-LPIPS_FILE = "lpips-vgg-v0.1.pth"
-LPIPS_URL = "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/vgg.pth"
 LOSSES = ("lpips_vgg", "vgg_features", "pixel_domain")
 SPACES = ("z", "w")
 # torchvision VGG16 `features` indices of relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 (LPIPS's taps)
@@ -54,26 +50,6 @@ VGG_TAPS = (3, 8, 15, 22, 29)
 LPIPS_SHIFT = (-0.030, -0.088, -0.188)
 LPIPS_SCALE = (0.458, 0.448, 0.450)
 MAX_LOSS_RESOLUTION = 256
-
-
-class ProjectionOptions(BaseModel):
-    """The projector's schedule (StyleGAN2's defaults) and loss."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    steps: int = Field(default=1000, gt=0, description="optimisation steps per image")
-    lr: float = Field(default=0.1, gt=0, description="peak Adam learning rate")
-    lr_rampup: float = Field(default=0.05, ge=0, le=1, description="fraction of steps of linear learning-rate warm-up")
-    lr_rampdown: float = Field(default=0.25, gt=0, le=1, description="fraction of steps of cosine learning-rate decay at the end")
-    noise_factor: float = Field(default=0.05, ge=0, description="initial latent noise, as a fraction of the latent's spread")
-    noise_ramp: float = Field(default=0.75, gt=0, le=1, description="fraction of steps over which the latent noise decays to 0")
-    num_mean_samples: int = Field(default=10000, gt=0, description="mapped z used for the mean latent and its spread")
-    batch_size: int = Field(default=16, gt=0, description="images projected at once")
-    loss: Literal["lpips_vgg", "vgg_features", "pixel_domain"] = Field(default="pixel_domain", description="reconstruction loss")
-    feature_weight: float = Field(default=1.0, ge=0, description="pixel_domain: weight of the domain-feature term")
-    vgg_weights: Path | None = Field(default=None, description=f"lpips_vgg/vgg_features: torchvision VGG16 file (default: {VGG16_FILE} in the torch hub cache)")
-    lpips_weights: Path | None = Field(default=None, description=f"lpips_vgg: LPIPS linear weights (default: {LPIPS_FILE} in the torch hub cache)")
-    download: bool = Field(default=False, description="allow downloading missing VGG16/LPIPS weights into the torch hub cache")
 
 
 @dataclass
@@ -333,22 +309,3 @@ def save_projection_figure(path: str | Path, targets: Tensor, reconstructions: l
 
 __all__ = ["LOSSES", "SPACES", "Projection", "ProjectionOptions", "PixelDomainLoss", "VGGFeatureDistance", "generate",
            "latent_statistics", "learning_rate", "make_loss", "noise_scale", "project", "save_projection_figure", "synthesize", "to_uint8"]
-
-
-class ProjectConfig(BaseModel):
-    """params.yaml `project:`: which trained rows are projected, on which real test images, and how."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    models: dict[str, str] = Field(default_factory=lambda: {"inr_gan": "inr_gan", "stylegan2": "stylegan2"},
-                                   description="model name (as in `pipeline kpl --model`) -> ablation row whose snapshot is used")
-    dataset: str = Field(description="prepared dataset holding the real test images (not the training set where one is available)")
-    first: int = Field(default=0, ge=0, description="index of the first test image in that dataset")
-    num_images: int = Field(default=256, gt=0, description="N_ts: real images projected")
-    spaces: list[Literal["z", "w"]] = Field(default_factory=lambda: ["z", "w"], min_length=1)
-    domain_features: Literal["keypoint_regressor", "none"] = Field(
-        default="keypoint_regressor", description="pixel_domain: feature network of the domain term (the trained keypoint regressor's trunk) or none (pixel MSE only)")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    seed: int = 0
-    figure_columns: int = Field(default=8, gt=0, le=32)
-    projector: ProjectionOptions = ProjectionOptions()

@@ -20,27 +20,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
 from pipeline.io import load_versioned_torch, save_torch
 from pipeline.metrics.inception import sha256_file
+from pipeline.metrics.options import DomainNetConfig
 
 FORMAT_VERSION = 1
-
-
-class DomainNetConfig(BaseModel):
-    """How the domain network is built and trained (params.yaml: reference.domain)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    width: int = Field(default=16, gt=0, description="channels of the first convolution (doubled twice)")
-    epochs: int = Field(default=5, gt=0)
-    batch: int = Field(default=64, gt=0)
-    lr: float = Field(default=0.01, gt=0)
-    holdout_fraction: float = Field(default=0.1, gt=0, lt=1, description="images kept out of training to measure accuracy")
-    max_train_images: int | None = Field(default=20000, gt=0, description="cap on training images per epoch (None = all)")
-    seed: int = 0
 
 
 class DomainNet(nn.Module):

@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor, nn
 
-from pipeline.metrics.domain import DomainNetConfig
 from pipeline.metrics.frechet import GaussianStats, frechet_distance_stats
 from pipeline.metrics.inception import FeatureExtractor, inception_score, quantize, summarize
-from pipeline.metrics.upsampled import UPSAMPLE_MODES, upsampled_scores
+from pipeline.metrics.options import ScoreConfig
+from pipeline.metrics.upsampled import upsampled_scores
 
 W_AVG_SEED = 123_456_789  # latents for the W-space mean; a range apart from the scoring seeds
 # Generators evaluated on a fixed pixel grid: no direct generation at 2S for UpsampledFID.
@@ -28,55 +25,6 @@ FIXED_GRID_KINDS = frozenset({"stylegan2"})
 
 class MetricsInputError(ValueError):
     """Scoring cannot start: a missing or mismatched input; the message names it and what to do."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ReferenceConfig(_Strict):
-    """params.yaml `reference:`: which feature network scores images, and on how many real images."""
-
-    features: Literal["domain", "inception"] = Field(default="domain", description="inception needs its weights; domain trains a CNN offline")
-    inception_weights: Path | None = Field(default=None, description="weights-inception-2015-12-05-6726825d.pth; None: torch hub cache, then download")
-    download: bool = Field(default=True, description="download the Inception weights into the torch hub cache when missing")
-    num_images: int | None = Field(default=None, gt=1, description="real images in the statistics (None = the whole dataset, as the paper)")
-    batch: int = Field(default=256, gt=0)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    domain: DomainNetConfig = DomainNetConfig()
-
-
-class CurveConfig(_Strict):
-    """params.yaml `score.curve:`: the Frechet distance over training (Fig. 8) from the snapshots
-    that training kept (train.keep_snapshot_every)."""
-
-    rows: list[str] | Literal["all"] = Field(default_factory=list, description="rows whose kept snapshots are scored; 'all': every row; []: none")
-    num_images: int = Field(default=2000, gt=1, description="generated images per point of the curve; the first of the main score's seeds")
-
-    def includes(self, row: str) -> bool:
-        return self.rows == "all" or row in self.rows
-
-
-class ScoreConfig(_Strict):
-    """params.yaml `score:`."""
-
-    num_images: int = Field(default=2000, gt=1, description="generated images per metric (50000 in the paper)")
-    batch: int = Field(default=64, gt=0)
-    truncation_psi: float = Field(default=1.0, gt=0, le=1, description="W-space truncation towards the mean (1 = none)")
-    seed_start: int = Field(default=0, ge=0, description="latent i comes from seed seed_start + i")
-    w_avg_samples: int = Field(default=10000, gt=0, description="latents averaged for the W mean when the generator keeps none")
-    upsampled: dict[str, str] = Field(default_factory=dict, description="dataset at S -> the same data prepared at 2S; rows on a key get UpsampledFID")
-    upsample_modes: tuple[str, ...] = UPSAMPLE_MODES
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    curve: CurveConfig = CurveConfig()
-
-    @field_validator("upsample_modes")
-    @classmethod
-    def _modes(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        bad = [m for m in v if m not in UPSAMPLE_MODES]
-        if bad:
-            raise ValueError(f"unknown upsampling mode(s) {', '.join(bad)}; allowed: {', '.join(UPSAMPLE_MODES)}")
-        return v
 
 
 def pick_device(preference: str) -> torch.device:

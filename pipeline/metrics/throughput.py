@@ -22,25 +22,9 @@ from typing import Any, Literal
 
 import psutil
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-BENCH_DTYPES = ("fp32", "bf16")
-
-
-class BenchConfig(BaseModel):
-    """params.yaml `bench:` (the CLI flags override it)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    rows: tuple[str, ...] = ("inr_gan", "stylegan2")
-    resolution: int = Field(default=256, gt=0)
-    batch: int = Field(default=4, gt=0)
-    warmup: int = Field(default=2, ge=1, description="untimed batches per generator before measuring")
-    repeats: int = Field(default=5, ge=1, description="rounds over all generators; the median is reported")
-    iters: int = Field(default=3, ge=1, description="batches per generator per round")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    dtype: Literal["fp32", "bf16"] = "fp32"
+from pipeline.metrics.options import BENCH_DTYPES
 
 
 def _sync(device: torch.device) -> None:

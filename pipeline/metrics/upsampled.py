@@ -17,7 +17,7 @@ from torch import Tensor
 from pipeline.metrics.frechet import GaussianAccumulator, GaussianStats, frechet_distance_stats
 from pipeline.metrics.inception import FeatureExtractor, quantize
 
-UPSAMPLE_MODES = ("nearest", "bilinear", "bicubic")
+from pipeline.metrics.options import UPSAMPLE_MODES
 DENSE_GRID = "grid"  # the variant name of direct generation at 2S
 
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 import math
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor, nn
 
-from pipeline.models.stylegan2 import EqualizedConv2d, EqualizedLinear, channels_at, check_resolution
+from pipeline.models.specs import DiscriminatorSpec
+from pipeline.models.stylegan2 import EqualizedConv2d, EqualizedLinear
 
 
 def minibatch_stddev(x: Tensor, group_size: int = 4, num_features: int = 1, eps: float = 1e-8) -> Tensor:
@@ -42,26 +42,6 @@ def minibatch_stddev(x: Tensor, group_size: int = 4, num_features: int = 1, eps:
     std = (var + eps).sqrt().mean(dim=[2, 3, 4])  # (M, F)
     feat = std[group].to(x.dtype).reshape(n, num_features, 1, 1).expand(n, num_features, h, w)
     return torch.cat([x, feat], dim=1)
-
-
-class DiscriminatorSpec(BaseModel):
-    """Discriminator settings; defaults are StyleGAN2 config-e at 256."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    resolution: int = Field(default=256, description="input side, a power of two in [16, 1024]")
-    channel_base: int = Field(default=16384, gt=0, description="channels at resolution r = min(channel_base // r, channel_max); 16384 = channel multiplier 1")
-    channel_max: int = Field(default=512, gt=0)
-    mbstd_group_size: int = Field(default=4, ge=1)
-    mbstd_num_features: int = Field(default=1, ge=1)
-
-    @field_validator("resolution")
-    @classmethod
-    def _resolution(cls, v: int) -> int:
-        return check_resolution(v)
-
-    def channels(self, resolution: int) -> int:
-        return channels_at(resolution, self.channel_base, self.channel_max)
 
 
 class DiscriminatorBlock(nn.Module):

@@ -10,13 +10,11 @@ full rank is a plain hypernetwork layer.
 from __future__ import annotations
 
 import math
-from typing import Literal
-
 import torch
 from torch import Tensor, nn
 
-FMMActivation = Literal["sigmoid2", "sigmoid", "identity"]
-FMM_ACTIVATIONS: tuple[str, ...] = ("sigmoid2", "sigmoid", "identity")
+from pipeline.models.specs import FMM_ACTIVATIONS, FMMActivation
+
 
 
 def fmm_activation(x: Tensor, activation: FMMActivation) -> Tensor:

@@ -41,78 +41,14 @@ the low-resolution context, and the image can be evaluated on any grid (see `syn
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import Tensor, nn
 
 from pipeline.models.coords import Grid
-from pipeline.models.stylegan2 import EqualizedLinear, MappingNetwork, StyleBasedGenerator, ToRGB, bias_act, channels_at, check_resolution
-
-
-class INRStyleGAN2Spec(BaseModel):
-    """Settings of the INR decoder inside StyleGAN2's generator (Table 2)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["inr_gan_sg2"] = "inr_gan_sg2"
-    resolution: int = Field(default=256, description="output side, a power of two in [16, 1024]")
-    z_dim: int = Field(default=512, gt=0)
-    w_dim: int = Field(default=512, gt=0)
-    mapping_layers: int = Field(default=2, ge=1)
-    mapping_lr_multiplier: float = Field(default=0.01, gt=0.0)
-    style_mixing_prob: float = Field(default=0.9, ge=0.0, le=1.0)
-    w_avg_beta: float = Field(default=0.995, ge=0.0, lt=1.0)
-    input_resolution: int | None = Field(default=None, description="first block's side; None = min(32, resolution // 2)")
-    channel_base: int = Field(default=32768, gt=0, description="channels at resolution r = min(channel_base // r, channel_max)")
-    channel_max: int = Field(default=512, gt=0)
-    fmm_rank: int = Field(default=10, ge=1)
-    upsampling: Literal["nearest", "bilinear"] = "nearest"
-    extra_layer_resolutions: tuple[int, ...] = (128, 256)
-    diagonal_max_resolution: int = Field(default=64, description="fixed basis has 4 directions up to here, 2 above")
-    random_fourier_features: int = Field(default=32, ge=0, description="channels (sin + cos) of random Fourier features; must be even")
-    random_fourier_resolutions: tuple[int, ...] = (128, 256)
-    const_channels: int = Field(default=128, ge=0)
-    const_channels_high: int = Field(default=64, ge=0)
-    const_high_from: int = Field(default=256, description="blocks at this resolution and above use const_channels_high")
-    fourier_seed: int = 0
-
-    @field_validator("resolution")
-    @classmethod
-    def _resolution(cls, v: int) -> int:
-        return check_resolution(v)
-
-    @field_validator("random_fourier_features")
-    @classmethod
-    def _even(cls, v: int) -> int:
-        if v % 2:
-            raise ValueError(f"random_fourier_features {v} must be even (one sine and one cosine per frequency)")
-        return v
-
-    @model_validator(mode="after")
-    def _input_resolution(self) -> INRStyleGAN2Spec:
-        r0 = self.first_resolution
-        if r0 < 2 or r0 > self.resolution or r0 & (r0 - 1):
-            raise ValueError(
-                f"input_resolution {r0} is not a power of two between 2 and the resolution {self.resolution}"
-            )
-        return self
-
-    @property
-    def first_resolution(self) -> int:
-        return self.input_resolution if self.input_resolution is not None else min(32, self.resolution // 2)
-
-    def block_resolutions(self) -> list[int]:
-        r, out = self.first_resolution, []
-        while r <= self.resolution:
-            out.append(r)
-            r *= 2
-        return out
-
-    def channels(self, resolution: int) -> int:
-        return channels_at(resolution, self.channel_base, self.channel_max)
+from pipeline.models.specs import INRStyleGAN2Spec
+from pipeline.models.stylegan2 import EqualizedLinear, MappingNetwork, StyleBasedGenerator, ToRGB, bias_act
 
 
 class CoordinateEmbedding(nn.Module):

@@ -11,12 +11,13 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pipeline.models.fmm import FMMActivation
-from pipeline.models.inr import Upsampling
-from pipeline.models.inr_sg2 import INRStyleGAN2Spec
-from pipeline.models.stylegan2 import StyleGAN2Spec
+MIN_RESOLUTION, MAX_RESOLUTION = 4, 4096  # INR rows: any power-of-two grid
+STYLE_MIN_RESOLUTION, STYLE_MAX_RESOLUTION = 16, 1024  # StyleGAN2-based generators and the discriminator
 
-MIN_RESOLUTION, MAX_RESOLUTION = 4, 4096
+FMMActivation = Literal["sigmoid2", "sigmoid", "identity"]
+FMM_ACTIVATIONS: tuple[str, ...] = ("sigmoid2", "sigmoid", "identity")
+Upsampling = Literal["nearest", "bilinear"]
+UPSAMPLING_MODES: tuple[str, ...] = ("nearest", "bilinear")
 
 
 def check_power_of_two(value: int, what: str = "resolution") -> int:
@@ -24,6 +25,128 @@ def check_power_of_two(value: int, what: str = "resolution") -> int:
         raise ValueError(f"{what} {value} is not allowed: expected a power of two between "
                          f"{MIN_RESOLUTION} and {MAX_RESOLUTION} (4, 8, ..., 1024, ...)")
     return value
+
+
+# StyleGAN2-based generators (Table 1's baseline, Table 2's INR-in-StyleGAN2) and the discriminator.
+
+
+def check_resolution(value: int) -> int:
+    """A model resolution must be a power of two in [16, 1024]."""
+    if not (STYLE_MIN_RESOLUTION <= value <= STYLE_MAX_RESOLUTION) or value & (value - 1):
+        raise ValueError(
+            f"resolution {value} is not supported: expected a power of two between {STYLE_MIN_RESOLUTION} and "
+            f"{STYLE_MAX_RESOLUTION} (16, 32, ..., 1024)"
+        )
+    return value
+
+
+def channels_at(resolution: int, channel_base: int, channel_max: int) -> int:
+    """StyleGAN2's channel rule: min(channel_base / resolution, channel_max), at least 1."""
+    c = min(channel_base // resolution, channel_max)
+    if c < 1:
+        raise ValueError(f"channel_base {channel_base} gives no channels at resolution {resolution}; raise channel_base to at least {resolution}")
+    return c
+
+
+class _StyleChannels(BaseModel):
+    """StyleGAN2's resolution range and channel rule, for the specs that define `resolution`,
+    `channel_base` and `channel_max` (StyleGAN2, INR-in-StyleGAN2, the discriminator)."""
+
+    @field_validator("resolution", check_fields=False)
+    @classmethod
+    def _resolution(cls, v: int) -> int:
+        return check_resolution(v)
+
+    def channels(self, resolution: int) -> int:
+        return channels_at(resolution, self.channel_base, self.channel_max)
+
+
+class StyleGAN2Spec(_StyleChannels):
+    """StyleGAN2 generator settings; defaults are config-f (channel multiplier 2)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["stylegan2"] = "stylegan2"
+    resolution: int = Field(default=256, description="output side, a power of two in [16, 1024]")
+    z_dim: int = Field(default=512, gt=0)
+    w_dim: int = Field(default=512, gt=0)
+    mapping_layers: int = Field(default=8, ge=1)
+    mapping_lr_multiplier: float = Field(default=0.01, gt=0.0)
+    channel_base: int = Field(default=32768, gt=0, description="channels at resolution r = min(channel_base // r, channel_max)")
+    channel_max: int = Field(default=512, gt=0)
+    style_mixing_prob: float = Field(default=0.9, ge=0.0, le=1.0, description="probability of mixing two latents per batch in training mode")
+    w_avg_beta: float = Field(default=0.995, ge=0.0, lt=1.0, description="decay of the running mean of w used by truncation")
+    noise_mode: Literal["random", "const", "none"] = Field(default="random", description="noise inputs used when synthesize() is not told otherwise")
+
+
+class INRStyleGAN2Spec(_StyleChannels):
+    """Settings of the INR decoder inside StyleGAN2's generator (Table 2)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["inr_gan_sg2"] = "inr_gan_sg2"
+    resolution: int = Field(default=256, description="output side, a power of two in [16, 1024]")
+    z_dim: int = Field(default=512, gt=0)
+    w_dim: int = Field(default=512, gt=0)
+    mapping_layers: int = Field(default=2, ge=1)
+    mapping_lr_multiplier: float = Field(default=0.01, gt=0.0)
+    style_mixing_prob: float = Field(default=0.9, ge=0.0, le=1.0)
+    w_avg_beta: float = Field(default=0.995, ge=0.0, lt=1.0)
+    input_resolution: int | None = Field(default=None, description="first block's side; None = min(32, resolution // 2)")
+    channel_base: int = Field(default=32768, gt=0, description="channels at resolution r = min(channel_base // r, channel_max)")
+    channel_max: int = Field(default=512, gt=0)
+    fmm_rank: int = Field(default=10, ge=1)
+    upsampling: Literal["nearest", "bilinear"] = "nearest"
+    extra_layer_resolutions: tuple[int, ...] = (128, 256)
+    diagonal_max_resolution: int = Field(default=64, description="fixed basis has 4 directions up to here, 2 above")
+    random_fourier_features: int = Field(default=32, ge=0, description="channels (sin + cos) of random Fourier features; must be even")
+    random_fourier_resolutions: tuple[int, ...] = (128, 256)
+    const_channels: int = Field(default=128, ge=0)
+    const_channels_high: int = Field(default=64, ge=0)
+    const_high_from: int = Field(default=256, description="blocks at this resolution and above use const_channels_high")
+    fourier_seed: int = 0
+
+    @field_validator("random_fourier_features")
+    @classmethod
+    def _even(cls, v: int) -> int:
+        if v % 2:
+            raise ValueError(f"random_fourier_features {v} must be even (one sine and one cosine per frequency)")
+        return v
+
+    @model_validator(mode="after")
+    def _input_resolution(self) -> INRStyleGAN2Spec:
+        r0 = self.first_resolution
+        if r0 < 2 or r0 > self.resolution or r0 & (r0 - 1):
+            raise ValueError(
+                f"input_resolution {r0} is not a power of two between 2 and the resolution {self.resolution}"
+            )
+        return self
+
+    @property
+    def first_resolution(self) -> int:
+        return self.input_resolution if self.input_resolution is not None else min(32, self.resolution // 2)
+
+    def block_resolutions(self) -> list[int]:
+        r, out = self.first_resolution, []
+        while r <= self.resolution:
+            out.append(r)
+            r *= 2
+        return out
+
+
+class DiscriminatorSpec(_StyleChannels):
+    """Discriminator settings; defaults are StyleGAN2 config-e at 256."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    resolution: int = Field(default=256, description="input side, a power of two in [16, 1024]")
+    channel_base: int = Field(default=16384, gt=0, description="channels at resolution r = min(channel_base // r, channel_max); 16384 = channel multiplier 1")
+    channel_max: int = Field(default=512, gt=0)
+    mbstd_group_size: int = Field(default=4, ge=1)
+    mbstd_num_features: int = Field(default=1, ge=1)
+
+
+# The INR rows of Table 1.
 
 
 class _INRRowSpec(BaseModel):

@@ -15,32 +15,13 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor, nn
 
 from pipeline.models.coords import Grid
+from pipeline.models.specs import StyleGAN2Spec
 
-MIN_RESOLUTION, MAX_RESOLUTION = 16, 1024
 LRELU_SLOPE = 0.2
 LRELU_GAIN = math.sqrt(2.0)  # keeps the activation variance of lrelu(0.2) outputs near 1
-
-
-def check_resolution(value: int) -> int:
-    """A model resolution must be a power of two in [16, 1024]."""
-    if not (MIN_RESOLUTION <= value <= MAX_RESOLUTION) or value & (value - 1):
-        raise ValueError(
-            f"resolution {value} is not supported: expected a power of two between {MIN_RESOLUTION} and "
-            f"{MAX_RESOLUTION} (16, 32, ..., 1024)"
-        )
-    return value
-
-
-def channels_at(resolution: int, channel_base: int, channel_max: int) -> int:
-    """StyleGAN2's channel rule: min(channel_base / resolution, channel_max), at least 1."""
-    c = min(channel_base // resolution, channel_max)
-    if c < 1:
-        raise ValueError(f"channel_base {channel_base} gives no channels at resolution {resolution}; raise channel_base to at least {resolution}")
-    return c
 
 
 # ---------------------------------------------------------------------------------------------
@@ -373,32 +354,6 @@ class StyleBasedGenerator(nn.Module):
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"mapping": list(self.mapping_network.parameters()), "synthesis": list(self.blocks.parameters())}
-
-
-class StyleGAN2Spec(BaseModel):
-    """StyleGAN2 generator settings; defaults are config-f (channel multiplier 2)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["stylegan2"] = "stylegan2"
-    resolution: int = Field(default=256, description="output side, a power of two in [16, 1024]")
-    z_dim: int = Field(default=512, gt=0)
-    w_dim: int = Field(default=512, gt=0)
-    mapping_layers: int = Field(default=8, ge=1)
-    mapping_lr_multiplier: float = Field(default=0.01, gt=0.0)
-    channel_base: int = Field(default=32768, gt=0, description="channels at resolution r = min(channel_base // r, channel_max)")
-    channel_max: int = Field(default=512, gt=0)
-    style_mixing_prob: float = Field(default=0.9, ge=0.0, le=1.0, description="probability of mixing two latents per batch in training mode")
-    w_avg_beta: float = Field(default=0.995, ge=0.0, lt=1.0, description="decay of the running mean of w used by truncation")
-    noise_mode: Literal["random", "const", "none"] = Field(default="random", description="noise inputs used when synthesize() is not told otherwise")
-
-    @field_validator("resolution")
-    @classmethod
-    def _resolution(cls, v: int) -> int:
-        return check_resolution(v)
-
-    def channels(self, resolution: int) -> int:
-        return channels_at(resolution, self.channel_base, self.channel_max)
 
 
 class StyleGAN2Generator(StyleBasedGenerator):

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from pipeline.config import DatasetConfig
 from pipeline.data.dataset import PreparedDataset
 from pipeline.data.prepare import prepare_dataset
-from pipeline.metrics.domain import DomainFeatures, DomainNetConfig, load_domain_net, save_domain_net, train_domain_net
+from pipeline.metrics.domain import DomainFeatures, load_domain_net, save_domain_net, train_domain_net
+from pipeline.metrics.options import DomainNetConfig
 from pipeline.metrics.frechet import frechet_distance_stats
 from pipeline.metrics.inception import nhwc_to_nchw, summarize
 
