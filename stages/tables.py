@@ -52,6 +52,17 @@ def _ours(params: Params, root: Path, table: str) -> dict[str, list[dict[str, An
     return out
 
 
+def _with_table1(params: Params, root: Path, table: str) -> dict[str, list[dict[str, Any]]]:
+    """`table`'s own rows plus the Table 1 rows trained on `table`'s datasets (its baselines, e.g. INR-GAN
+    and StyleGAN2 on Bedrooms 256 in Table 2), concatenated per paper row: rows of Table 1 on other
+    datasets (Bedrooms 128, FFHQ 1024) belong to other comparisons and stay out."""
+    out = _ours(params, root, table)
+    datasets = {row.dataset for row in params.rows.values() if row.table == table}
+    for key, measured in _ours(params, root, "table1").items():
+        out.setdefault(key, []).extend(m for m in measured if m["dataset"] in datasets)
+    return {key: measured for key, measured in out.items() if measured}
+
+
 def _cell(measured: list[dict[str, Any]], key: str, digits: int = 2) -> str:
     if not measured:
         return "not run in this profile"
@@ -94,7 +105,7 @@ def _table1(params: Params, root: Path) -> tuple[str, list[dict]]:
 
 
 def _table2(params: Params, root: Path) -> tuple[str, list[dict]]:
-    ours = {**_ours(params, root, "table1"), **_ours(params, root, "table2")}
+    ours = _with_table1(params, root, "table2")
     fd, _ = _metric_names(params)
     header = ["decoder", "Churches FID (paper)", "Bedrooms FID (paper)", "img/s V100 (paper)", f"{fd} (ours)"]
     rows, records = [], []
@@ -121,10 +132,11 @@ def _table4(params: Params, root: Path) -> tuple[str, list[dict]]:
 
 
 def _fig8(params: Params, root: Path) -> tuple[str, list[dict]]:
-    # The rank rows of Fig. 8 plus the main INR-GAN rows of Table 1, grouped by rank.
+    # The rank rows of Fig. 8 plus Table 1's INR-GAN (rank 10) on the same dataset, grouped by rank.
     fd, _ = _metric_names(params)
     by_rank: dict[int, list[dict[str, Any]]] = {}
-    for m in [x for v in _ours(params, root, "fig8").values() for x in v] + _ours(params, root, "table1").get("inr_gan", []):
+    ours = _with_table1(params, root, "fig8")
+    for m in [x for key, v in ours.items() if key == "inr_gan" or key.startswith("inr_gan_rank") for x in v]:
         by_rank.setdefault(m["rank"], []).append(m)
     rows = [[str(rank), _cell(m, "fd"), _cell(m, "kimg", 1)] for rank, m in sorted(by_rank.items())]
     records = [{"table": "fig8", **x} for _, m in sorted(by_rank.items()) for x in m]

@@ -67,3 +67,21 @@ def test_paper_row_of_variants(micro_dict: dict) -> None:
     assert paper_row(gen, "table1") == "inr_gan"
     assert paper_row(gen.model_copy(update={"fmm_activation": "identity"}), "table2") == "inr_gan_no_fmm_act"
     assert paper_row(gen.model_copy(update={"rank": 30}), "fig8") == "inr_gan_rank30"
+
+
+def test_table2_and_fig8_take_table1_baselines_only_on_their_own_datasets(project: Path) -> None:
+    # Paper profile: Table 2 compares on Churches 256 (its own rows) and Bedrooms 256 (Table 1's INR-GAN and
+    # StyleGAN2 rows); Bedrooms 128 and FFHQ 1024 belong to Table 1 only, and Fig. 8 is Bedrooms 256 only.
+    params = parse_params(__import__("yaml").safe_load((Path(__file__).resolve().parents[1] / "profiles" / "paper.yaml").read_text()))
+    scores = {"inr_gan_bedroom128": 9.0, "inr_gan_bedroom256": 6.5, "inr_gan_ffhq1024": 16.0, "inr_gan_church256": 5.1,
+              "stylegan2_bedroom256": 2.7, "stylegan2_church256": 3.9, "inr_gan_rank1_bedroom256": 7.5}
+    paths.score_metrics("x").parent.mkdir(parents=True)
+    for row, fid in scores.items():
+        paths.score_metrics(row).write_text(json.dumps({"fid": fid, "is": 1.0, "kimg": 25000}))
+
+    texts = stage.run(params)
+    t2 = {line.split("|")[1].strip(): line for line in texts["table2"].splitlines() if line.startswith("| ")}
+    assert "5.10 (lsun_church_256); 6.50 (lsun_bedroom_256) |" in t2["INR-GAN"]
+    assert "3.90 (lsun_church_256); 2.70 (lsun_bedroom_256) |" in t2["StyleGAN2"]
+    assert "bedroom_128" not in texts["table2"] and "ffhq" not in texts["table2"]
+    assert "| 10 | 6.50 (lsun_bedroom_256) |" in texts["fig8"] and "| 1 | 7.50 (lsun_bedroom_256) |" in texts["fig8"]
