@@ -38,3 +38,12 @@ def test_bench_train_reports_images_per_second(project: Path) -> None:
     assert res.exit_code == 0, res.output
     record = json.loads(res.stdout)
     assert record["row"] == "inr_gan" and record["images_per_s"] > 0 and record["batch"] == 2
+
+
+def test_paper_profile_benches_every_table2_generator_at_256() -> None:
+    from pipeline.paper_numbers import TABLE2_LABELS, paper_row
+
+    params = load_params(Path(__file__).resolve().parents[1] / "profiles" / "paper.yaml")
+    specs = [spec_for(params, row, params.bench.resolution) for row in params.bench.rows]
+    assert all(s.resolution == 256 for s in specs)
+    assert {paper_row(s, "table2") for s in specs} == set(TABLE2_LABELS)
