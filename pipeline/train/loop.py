@@ -332,4 +332,8 @@ def train(
             if keep or checkpoint:
                 window["t"] = time.perf_counter()  # images/s measures training, not checkpoint writing
             update_bar(step, text)
+    if ctx.is_main and plots_path is not None and last_saved == resumed_from:
+        # Nothing was trained (resumed at the end): `dvc repro -f` deletes the plots file before the
+        # stage runs, so write it again from the log the training state keeps.
+        write_plots(plots_path, log_rows)
     return TrainSummary(step, images_seen, resumed_from, time.perf_counter() - t_start, stats)

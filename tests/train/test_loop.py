@@ -36,6 +36,11 @@ def test_outputs_snapshot_state_samples_and_plots(tmp_path):
     assert len(rows) == 6 and float(rows[-1]["kimg"]) == pytest.approx(0.048)
     assert {"loss_g", "loss_d_real", "loss_d_fake", "r1_penalty", "grad_norm_g", "grad_norm_d", "images_per_s"} <= set(rows[0])
     assert all(float(r["r1_penalty"]) > 0 for r in rows)
+    # `dvc repro -f` deletes the plots file and re-runs a finished row: resuming at the end writes it again.
+    (tmp_path / "plots.csv").unlink()
+    again = _train(tmp_path, plots_path=tmp_path / "plots.csv", snapshot_info={"row": "toy"})
+    assert again.resumed_from == 6 and again.step == 6
+    assert list(csv.DictReader((tmp_path / "plots.csv").open())) == rows
 
 
 def test_kept_snapshots_at_their_steps_and_the_last(tmp_path):
