@@ -85,6 +85,26 @@ def test_reference_then_score_writes_repeatable_metrics(study):
     assert not [p for p in (root / "reports" / "metrics" / "score").iterdir() if p.name.startswith(".")]
 
 
+def test_noisy_stylegan2_scores_repeat_exactly(study, micro_dict):
+    # StyleGAN2 draws per-layer noise from the global RNG: scoring fixes it, whatever ran before.
+    root, _ = study
+    toy = dict(kind="stylegan2", resolution=32, z_dim=8, w_dim=8, mapping_layers=2, channel_base=128, channel_max=8, noise_mode="random")
+    base = _params(micro_dict).model_dump()
+    params = StudyParams.model_validate({**base, "rows": {"toy": {"dataset": "faces32", "table": "test", "generator": toy}}})
+    torch.manual_seed(0)
+    g = build_generator(toy)
+    with torch.no_grad():
+        for name, p in g.named_parameters():
+            if name.endswith("noise_strength"):
+                p.fill_(1.0)  # trained StyleGAN2s use their noise; at initialisation its strength is 0
+    save_checkpoint(root / score.snapshot_file("toy"), {"G": g.state_dict(), "G_ema": g.state_dict(), "D": {},
+                                                        "info": {"generator": toy}, "step": 10, "kimg": 0.32})
+    first = score.run(params, "toy", progress=False)
+    torch.manual_seed(12345)  # a different global RNG state before the second scoring
+    again = score.run(params, "toy", progress=False)
+    assert again["fd_domain"] == first["fd_domain"] and again["fd_domain_up2x_bicubic"] == first["fd_domain_up2x_bicubic"]
+
+
 def test_untrained_row_fails_and_writes_nothing(study):
     root, params = study
     with pytest.raises(MetricsInputError, match=r"row 'toy' has not been trained.*pipeline train --row toy"):

@@ -27,6 +27,7 @@ from torch import nn
 
 from pipeline.analysis.keypoints import KeypointExtractor
 from pipeline.analysis.options import KPLOptions
+from pipeline.metrics.scoring import NOISE_SEED, seeded_global_rng
 
 CONVENTION = "mean over images, keypoints and the (x, y) coordinates of the squared error; keypoints in [0, 1] image coordinates"
 
@@ -40,14 +41,16 @@ def sample_keypoints(G: nn.Module, extractor: KeypointExtractor, num: int, seed:
     G.eval()
     gen = torch.Generator().manual_seed(seed)
     zs, ws, kps = [], [], []
+    # StyleGAN2's noise inputs come from the global RNG: fixed here so that Algorithm 1 repeats exactly.
     try:
-        for start in range(0, num, batch_size):
-            z = torch.randn(min(batch_size, num - start), G.z_dim, generator=gen)
-            w = G.mapping(z.to(device))
-            images = G.synthesize(w).clamp(-1, 1).float().cpu()
-            zs.append(z.numpy()), ws.append(w.float().cpu().numpy()), kps.append(extractor(images))
-            if progress is not None:
-                progress(len(z))
+        with seeded_global_rng(NOISE_SEED + seed, device):
+            for start in range(0, num, batch_size):
+                z = torch.randn(min(batch_size, num - start), G.z_dim, generator=gen)
+                w = G.mapping(z.to(device))
+                images = G.synthesize(w).clamp(-1, 1).float().cpu()
+                zs.append(z.numpy()), ws.append(w.float().cpu().numpy()), kps.append(extractor(images))
+                if progress is not None:
+                    progress(len(z))
     finally:
         G.train(training)
     return np.concatenate(zs), np.concatenate(ws), np.concatenate(kps)

@@ -7,6 +7,7 @@ typed options of the `reference` and `score` stages (params.yaml sections of the
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable, Iterator
 
@@ -19,6 +20,17 @@ from pipeline.metrics.options import ScoreConfig
 from pipeline.metrics.upsampled import upsampled_scores
 
 W_AVG_SEED = 123_456_789  # latents for the W-space mean; a range apart from the scoring seeds
+NOISE_SEED = 987_654_321  # the global RNG while scoring: StyleGAN2-style per-layer noise is drawn from it
+
+
+@contextlib.contextmanager
+def seeded_global_rng(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
+    """Fix torch's global RNG inside the block and restore it after: generators that draw noise inputs
+    (StyleGAN2's per-layer noise) then give the same images, and scores, every time."""
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
 # Generators evaluated on a fixed pixel grid: no direct generation at 2S for UpsampledFID.
 FIXED_GRID_KINDS = frozenset({"stylegan2"})
 
@@ -98,9 +110,11 @@ def score_images(
     cfg: ScoreConfig,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, float]:
-    """The Frechet distance and inception-score formula of cfg.num_images generated images."""
+    """The Frechet distance and inception-score formula of cfg.num_images generated images (noise
+    inputs, where the generator has them, from a fixed seed: the same snapshot always scores the same)."""
     batches = (quantize(sampler(z, None)) for z in latent_batches(cfg.num_images, cfg.batch, z_dim, cfg.seed_start))
-    summary = summarize(batches, extractor, None if progress is None else (lambda done: progress(done, cfg.num_images)))
+    with seeded_global_rng(NOISE_SEED + cfg.seed_start, getattr(sampler, "device", "cpu")):
+        summary = summarize(batches, extractor, None if progress is None else (lambda done: progress(done, cfg.num_images)))
     is_mean, is_std = inception_score(summary.logits)
     return {extractor.fd_name: frechet_distance_stats(summary.stats, reference), extractor.is_name: is_mean, f"{extractor.is_name}_std": is_std}
 
@@ -123,9 +137,10 @@ def score_generator(
     metrics |= score_images(sampler, generator.z_dim, extractor, reference, cfg, progress)
     if upsampled is not None:
         ref2, ext2, dense = upsampled
-        metrics |= upsampled_scores(
-            sampler, latent_batches(cfg.num_images, cfg.batch, generator.z_dim, cfg.seed_start), sampler.resolution, ref2, ext2,
-            cfg.upsample_modes, dense, None if progress is None else (lambda done: progress(cfg.num_images + done, total)),
-        )
+        with seeded_global_rng(NOISE_SEED + cfg.seed_start + 1, sampler.device):
+            metrics |= upsampled_scores(
+                sampler, latent_batches(cfg.num_images, cfg.batch, generator.z_dim, cfg.seed_start), sampler.resolution, ref2, ext2,
+                cfg.upsample_modes, dense, None if progress is None else (lambda done: progress(cfg.num_images + done, total)),
+            )
     return metrics
 
