@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from pydantic import BaseModel, ValidationError
 
 from pipeline.config import ConfigError, Params
 from pipeline.metrics.throughput import benchmark_generators
@@ -25,9 +26,32 @@ def spec_for(params: Params, row: str, resolution: int):
 
 
 def run(params: Params, **overrides: Any) -> list[dict[str, Any]]:
-    cfg = params.bench.model_copy(update=overrides)
-    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    """Benchmark `bench.rows` with `overrides` (the CLI flags) on top, validated like params.yaml."""
+    cfg = checked_overrides(params.bench, overrides, "pipeline bench")
+    device = resolve_device(cfg.device, "pipeline bench")
     torch.manual_seed(0)
     generators = [(row, build_generator(spec_for(params, row, cfg.resolution))) for row in cfg.rows]
     return benchmark_generators(generators, cfg.resolution, cfg.batch, device=device, dtype=cfg.dtype,
                                 warmup=cfg.warmup, repeats=cfg.repeats, iters=cfg.iters)
+
+
+def checked_overrides(section: BaseModel, overrides: dict[str, Any], command: str) -> Any:
+    """`section` with command-line values on top, checked by the section's own rules (a bad flag is a
+    one-line error naming the flag and what is allowed, as a bad params.yaml value is)."""
+    try:
+        return type(section).model_validate({**section.model_dump(), **overrides})
+    except ValidationError as err:
+        problems = "; ".join(f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']} (got {e.get('input')!r})" for e in err.errors())
+        raise ConfigError(f"{command}: {problems}") from None
+
+
+def resolve_device(device: str, command: str) -> str:
+    """auto -> cuda when available, else cpu; an explicit cuda without a GPU is an error, not a traceback."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"{command}: --device cuda, but no CUDA device is available here; use --device cpu or auto")
+    if device not in ("cpu", "cuda"):
+        raise ConfigError(f"{command}: --device {device!r} is not one of auto, cpu, cuda")
+    return device
+

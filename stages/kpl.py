@@ -133,7 +133,7 @@ def run(params: Params, model: str, root: Path = Path("."), progress: bool = Tru
         train_latents = {"z": z, "w": w}
         result = keypoint_prediction_loss({s: train_latents[s] for s in spaces}, train_kp, {s: projections[s] for s in spaces},
                                           real_kp, extractor.names, cfg.fit)
-        result.update({"model": model, "row": row, "snapshot": str(snapshot), "extractor": cfg.extractor,
+        result.update({"model": model, "row": row, "profile": params.profile, "snapshot": str(snapshot), "extractor": cfg.extractor,
                        "test_dataset": pcfg.dataset, "seconds": round(time.perf_counter() - start, 2)})
         if cfg.extractor == "regressor":
             result["extractor_heldout_mse"] = extractor.heldout_mse
@@ -163,7 +163,9 @@ def write_table3(params: Params, root: Path = Path(".")) -> str:
     for model in project_config(params).models:
         path = root / kpl_metrics(model)
         if path.is_file():
-            ours[model] = json.loads(path.read_text())
+            result = json.loads(path.read_text())
+            if result.get("profile", params.profile) == params.profile:  # another profile's run is not this table's
+                ours[model] = result
     cols = ("kpl_z", "kpl_w", "kpl_random")
     lines = ["# Table 3: keypoint prediction loss (lower is better)", "",
              f"Profile `{params.profile}`. Paper: FFHQ 256, Super-FAN keypoints, N_tr = 10^4, N_ts = 256. "

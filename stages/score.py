@@ -175,7 +175,7 @@ def run(params: Params, row: str, root: Path = Path("."), progress: bool = True)
         if curve_files:
             with progress_bar(f"score {row}: curve of {len(curve_files)} snapshots", progress) as advance:
                 curve = score_curve(params, row, curve_files, extractor, ref, advance)
-        result = {"row": row, "dataset": row_cfg.dataset, "features": extractor.kind, "weights_sha256": extractor.weights_sha256,
+        result = {"row": row, "profile": params.profile, "dataset": row_cfg.dataset, "features": extractor.kind, "weights_sha256": extractor.weights_sha256,
                   "reference_images": ref.stats.count, **info, **metrics, **({"curve": curve} if curve else {})}
         write_json(root / score_metrics_file(row), result)
         _write_samples(generator, cfg, root / paths.samples_png(row))

@@ -27,9 +27,12 @@ TABLES = ("table1", "table2", "table4", "fig8")
 FIG8_CURVE_COLUMNS = ("row", "dataset", "rank", "step", "kimg", "fd")
 
 
-def _score(root: Path, row: str) -> dict[str, Any] | None:
+def _score(root: Path, row: str, profile: str) -> dict[str, Any] | None:
+    """The row's score, or None when there is none or it was scored under another profile (rows share
+    names across profiles: a micro run must not appear beside default-profile numbers)."""
     path = root / paths.score_metrics(row)
-    return json.loads(path.read_text()) if path.exists() else None
+    score = json.loads(path.read_text()) if path.exists() else None
+    return score if score is not None and score.get("profile", profile) == profile else None
 
 
 def _metric_names(params: Params) -> tuple[str, str]:
@@ -43,7 +46,7 @@ def _ours(params: Params, root: Path, table: str) -> dict[str, list[dict[str, An
     for name, row in params.rows.items():
         if row.table != table:
             continue
-        score = _score(root, name)
+        score = _score(root, name, params.profile)
         out.setdefault(paper_row(row.generator, table), []).append({
             "row": name, "dataset": row.dataset, "resolution": row.generator.resolution, "rank": getattr(row.generator, "rank", None),
             "fd": score.get(fd) if score else None, "is": score.get(is_) if score else None,
@@ -141,7 +144,7 @@ def _fig8(params: Params, root: Path) -> tuple[str, list[dict]]:
     rows = [[str(rank), _cell(m, "fd"), _cell(m, "kimg", 1)] for rank, m in sorted(by_rank.items())]
     records = [{"table": "fig8", **x} for _, m in sorted(by_rank.items()) for x in m]
     curve = [{"row": m["row"], "dataset": m["dataset"], "rank": rank, **{k: p[k] for k in ("step", "kimg", "fd")}}
-             for rank, ms in sorted(by_rank.items()) for m in ms for p in (_score(root, m["row"]) or {}).get("curve", [])]
+             for rank, ms in sorted(by_rank.items()) for m in ms for p in (_score(root, m["row"], params.profile) or {}).get("curve", [])]
     _write_fig8_curve(root, curve, fd)
     if curve:
         where = (f"Our curve ({fd} of the snapshots kept during training, per rank): "
@@ -196,6 +199,7 @@ committed profile can be read without running anything. Every number is computed
 | [tables/fig8.md](tables/fig8.md) | Fig. 8: FMM rank, final scores |
 | [figures/fig8_rank_curve.png](figures/fig8_rank_curve.png) | Fig. 8: score vs kimg per FMM rank (data: plots/fig8_rank_curve.csv) |
 | [figures/fig9_gmacs.png](figures/fig9_gmacs.png) | Fig. 9: GMACs of lower-resolution images |
+| figures/properties/&lt;row&gt;/ | Figs. 2/10, 3, 5, 17 per INR row (`properties.rows`): extrapolation, super-resolution, interpolation in parameter vs pixel space, Fourier frequencies (numbers: metrics/properties/) |
 | figures/prepare/ | a grid of prepared images per dataset |
 | figures/project/ | real test images and their Z/W-space reconstructions |
 | metrics/ | every stage's metrics (`dvc metrics show`) |

@@ -103,12 +103,19 @@ def benchmark(params: Params, row: str, batch: int | None = None, steps: int = 1
     """Training images/s of `row` on random images (no data loading): G and D steps with R1 and EMA.
 
     batch defaults to what one process computes at once under the row's options."""
+    from stages.bench import resolve_device
+
     cfg = params.row(row)
     options = train_options(params, row)
     per_rank, rounds = options.per_process(1)
+    bad = {name: value for name, value, least in (("batch", batch, 1), ("steps", steps, 1), ("warmup", warmup, 0))
+           if value is not None and value < least}
+    if bad:
+        raise ConfigError("pipeline bench-train: " + "; ".join(f"--{k} must be at least {1 if k != 'warmup' else 0}, got {v}" for k, v in bad.items()))
+    device = resolve_device(device if device != "auto" else options.device, "pipeline bench-train")
     make_g, make_d = model_factories(cfg.generator, options, cfg.generator.resolution)
     generator, discriminator = make_g(), make_d()
-    result = benchmark_training(generator, discriminator, options, batch or per_rank // rounds, steps, warmup, device)
+    result = benchmark_training(generator, discriminator, options, batch if batch is not None else per_rank // rounds, steps, warmup, device)
     return {"row": row, **result}
 
 

@@ -47,3 +47,29 @@ def test_paper_profile_benches_every_table2_generator_at_256() -> None:
     specs = [spec_for(params, row, params.bench.resolution) for row in params.bench.rows]
     assert all(s.resolution == 256 for s in specs)
     assert {paper_row(s, "table2") for s in specs} == set(TABLE2_LABELS)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["bench", "--dtype", "fp16"], "--dtype: Input should be 'fp32' or 'bf16' (got 'fp16')"),
+    (["bench", "--batch", "-1"], "--batch: Input should be greater than 0 (got -1)"),
+    (["bench-train", "--row", "inr_gan", "--steps", "0"], "--steps must be at least 1, got 0"),
+    (["bench-train", "--row", "inr_gan", "--batch", "0"], "--batch must be at least 1, got 0"),
+    (["train", "--row", "inr_gan", "--nproc", "0"], "--nproc must be at least 1"),
+])
+def test_bad_command_line_values_are_one_line_errors(project: Path, args: list[str], message: str) -> None:
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True)
+    assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr, res.stderr
+
+
+def test_cuda_without_a_gpu_is_a_clear_error() -> None:
+    import torch
+
+    from stages.bench import resolve_device
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ConfigError, match="no CUDA device is available here"):
+        resolve_device("cuda", "pipeline bench")

@@ -85,3 +85,13 @@ def test_table2_and_fig8_take_table1_baselines_only_on_their_own_datasets(projec
     assert "3.90 (lsun_church_256); 2.70 (lsun_bedroom_256) |" in t2["StyleGAN2"]
     assert "bedroom_128" not in texts["table2"] and "ffhq" not in texts["table2"]
     assert "| 10 | 6.50 (lsun_bedroom_256) |" in texts["fig8"] and "| 1 | 7.50 (lsun_bedroom_256) |" in texts["fig8"]
+
+
+def test_scores_of_another_profile_are_not_this_profiles_results(project: Path, micro_dict: dict) -> None:
+    params = parse_params(micro_dict)  # profile micro
+    paths.score_metrics("inr_gan").parent.mkdir(parents=True)
+    paths.score_metrics("inr_gan").write_text(json.dumps({"profile": "default", "fd_domain": 88.7, "is_domain": 2.5, "kimg": 4.8}))
+    paths.score_metrics("stylegan2").write_text(json.dumps({"profile": "micro", "fd_domain": 40.0, "is_domain": 2.0, "kimg": 0.1}))
+    t1 = stage.run(params)["table1"]
+    assert "88.70" not in t1 and "| + multi-scale INR (= INR-GAN) | - | - | 5.69 | 6.27 | 16.32 | not scored (faces32) |" in t1
+    assert "40.00 (faces32)" in t1
