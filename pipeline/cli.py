@@ -24,7 +24,8 @@ from pipeline.tracking import resolve_tracking_uri
 
 app = typer.Typer(
     name="pipeline",
-    help="INR-GAN reproduction pipeline. Each command runs one DVC stage by hand; `dvc repro` runs them all.",
+    help="INR-GAN reproduction pipeline. Most commands run one DVC stage by hand (`dvc repro` runs them all); "
+         "profile, sample, bench, bench-train and ui are tools around them.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -104,10 +105,12 @@ def train(
         _print_resolved(params, stage.resolved(params, row))
         return
     params.row(row)  # an unknown row fails here, before torchrun starts N processes
+    if nproc < 1:
+        raise ConfigError(f"--nproc must be at least 1 (processes on this machine), got {nproc}")
     if nproc > 1:
         raise typer.Exit(subprocess.call(stage.torchrun_command(nproc, params_path, row, resume, restart_on_change)))
     summary = stage.run(params, row, resume=resume, restart_on_change=restart_on_change)
-    typer.echo(f"trained {row}: step {summary.step}, {summary.images_seen / 1000:.1f} kimg, {summary.seconds:.0f} s")
+    typer.echo(f"trained {row}: step {summary.step}, {summary.images_seen / 1000:g} kimg, {summary.seconds:.0f} s")
 
 
 @app.command("bench-train")
@@ -167,6 +170,39 @@ def score(row: RowOption, params_path: ParamsOption = Path("params.yaml")) -> No
     from stages import score as stage
 
     typer.echo(json.dumps(stage.run(load_params(params_path), row), indent=2, default=str))
+
+
+@app.command()
+def properties(row: RowOption, params_path: ParamsOption = Path("params.yaml")) -> None:
+    """Figures of continuous images for a trained INR row: extrapolation (Figs. 2/10), super-resolution
+    (Fig. 3), parameter-space interpolation (Fig. 5), Fourier frequencies (Fig. 17), under
+    reports/figures/properties/<row>/, with reports/metrics/properties/<row>.json."""
+    from stages import properties as stage
+
+    typer.echo(json.dumps(stage.run(load_params(params_path), row), indent=2, default=str))
+
+
+@app.command()
+def sample(
+    row: RowOption,
+    resolution: Annotated[Optional[int], typer.Option(help="pixels per side (default: the trained resolution)")] = None,
+    range_: Annotated[tuple[float, float], typer.Option("--range", help="coordinate range [LO, HI) on both axes; "
+                                                        "[0, 1) is the training frame, wider extrapolates (INR rows)")] = (0.0, 1.0),
+    num: Annotated[int, typer.Option(help="images (seeds seed-start, seed-start + 1, ...)")] = 16,
+    seed_start: Annotated[int, typer.Option(help="first seed")] = 0,
+    truncation_psi: Annotated[float, typer.Option(help="W-space truncation towards the mean (1 = none)")] = 1.0,
+    out: Annotated[Optional[Path], typer.Option(help="PNG to write (default: samples/<row>_<S>px_<LO>_<HI>.png)")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    params_path: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Draw a trained row's G_ema on any grid: denser (super-resolution), sparser (preview) or wider
+    (extrapolation), e.g. `pipeline sample --row inr_gan --resolution 64 --range -0.5 1.5`."""
+    from stages import properties as stage
+
+    if num < 1:
+        raise ConfigError(f"--num must be at least 1, got {num}")
+    path = stage.sample(load_params(params_path), row, resolution, range_[0], range_[1], num, seed_start, truncation_psi, out, device)
+    typer.echo(f"wrote {path}")
 
 
 @app.command()

@@ -9,7 +9,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipeline.analysis.options import KPLConfig, ProjectConfig
+from pipeline.analysis.options import KPLConfig, ProjectConfig, PropertiesConfig
 from pipeline.metrics.options import BenchConfig, ReferenceConfig, ScoreConfig
 from pipeline.models.specs import GeneratorSpec
 
@@ -17,6 +17,8 @@ PROFILES = ("micro", "default", "paper")
 DATA_SOURCES = ("synthetic_faces", "folder", "zip", "lsun", "lsun10")
 RESIZE_FILTERS = ("box", "lanczos", "bicubic", "bilinear")
 MIN_RESOLUTION, MAX_RESOLUTION = 8, 1024
+# Generator kinds without an INR decoder (a learned constant and convolutions or 1x1 layers): no properties figures.
+NO_INR_DECODER_KINDS = frozenset({"stylegan2", "inr_gan_sg2"})
 
 
 class ConfigError(ValueError):
@@ -151,6 +153,7 @@ class Params(_Strict):
     bench: BenchConfig = BenchConfig()
     project: ProjectConfig | None = Field(default=None, description="latent projection of real faces (Table 3); face datasets only")
     kpl: KPLConfig | None = Field(default=None, description="keypoint prediction loss (Table 3); face datasets only")
+    properties: PropertiesConfig = PropertiesConfig()
 
     @model_validator(mode="after")
     def _references(self) -> Params:
@@ -187,6 +190,12 @@ class Params(_Strict):
         for row in self.bench.rows:
             if row not in self.rows and row not in self.macs.rows:
                 raise ValueError(f"bench.rows: unknown row {row!r}; use a row of `rows` or of `macs.rows`")
+        for row in self.properties.rows:
+            if row not in self.rows:
+                raise ValueError(f"properties.rows: unknown row {row!r}; defined rows: {', '.join(sorted(self.rows)) or 'none'}")
+            if self.rows[row].generator.kind in NO_INR_DECODER_KINDS:
+                raise ValueError(f"properties.rows: row {row!r} is a {self.rows[row].generator.kind} generator, which has no INR decoder "
+                                 f"(no INR parameters to interpolate or Fourier bases to read); list INR rows only (latent_inr, hyper_*, inr_gan)")
         return self
 
     def dataset(self, name: str) -> DatasetConfig:

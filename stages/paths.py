@@ -53,3 +53,12 @@ def table_csv(name: str) -> Path:
 
 def samples_png(row: str) -> Path:
     return REPORTS / "figures" / "samples" / f"{row}.png"
+
+
+def properties_dir(row: str) -> Path:
+    return REPORTS / "figures" / "properties" / row
+
+
+def properties_metrics(row: str) -> Path:
+    return REPORTS / "metrics" / "properties" / f"{row}.json"
+

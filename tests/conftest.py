@@ -25,11 +25,13 @@ except ImportError:  # pragma: no cover - torch is a dependency
 
 @pytest.fixture
 def micro_dict() -> dict:
-    """The micro profile as a plain mapping, to edit before validation; without the Table 3 sections,
-    whose model -> row references would pin the rows a test replaces (tests that need them add their own)."""
+    """The micro profile as a plain mapping, to edit before validation; without the Table 3 and
+    properties sections, whose row references would pin the rows a test replaces (tests that need them
+    add their own)."""
     data = yaml.safe_load((REPO / "profiles" / "micro.yaml").read_text())
     data.pop("project")
     data.pop("kpl")
+    data.pop("properties")
     return data
 
 

@@ -37,3 +37,9 @@ def test_tables_paths() -> None:
     expected = {str(paths.table_md(t)) for t in TABLES} | {str(paths.table_csv(t)) for t in TABLES} | {str(paths.REPORTS / "README.md")}
     assert _declared(STAGES["tables"], "outs") == expected | {str(paths.FIG8_CURVE_PNG)}
     assert _declared(STAGES["tables"], "plots") == {str(paths.FIG8_CURVE_CSV)}
+
+
+def test_properties_paths() -> None:
+    outs = {o.replace("${item}", "ROW") for o in _declared(STAGES["properties"], "outs")}
+    assert outs == {str(paths.properties_dir("ROW"))}
+    assert {m.replace("${item}", "ROW") for m in _declared(STAGES["properties"], "metrics")} == {str(paths.properties_metrics("ROW"))}

@@ -141,3 +141,22 @@ class KPLConfig(BaseModel):
         if self.extractor == "regressor" and self.regressor is None:
             raise ValueError("kpl.extractor 'regressor' needs a kpl.regressor section (at least `dataset:` with ground-truth keypoints)")
         return self
+
+
+class PropertiesConfig(BaseModel):
+    """params.yaml `properties:`: the figures of continuous images (Figs. 2/10, 3/15, 5, 17) per INR row."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rows: list[str] = Field(default_factory=list, description="INR rows (latent_inr, hyper_*, inr_gan) whose G_ema is drawn; [] draws none")
+    num_images: int = Field(default=6, gt=0, le=32, description="images per figure (seeds seed_start, seed_start + 1, ...)")
+    seed_start: int = Field(default=0, ge=0)
+    truncation_psi: float = Field(default=1.0, gt=0, le=1, description="W-space truncation towards the mean (the paper's figures: 0.9)")
+    margins: list[float] = Field(default_factory=lambda: [0.25, 0.5], min_length=1,
+                                 description="extrapolation to [-m, 1 + m)^2 (paper: 0.3 and 0.5); m * 2 * resolution of every block must be whole, "
+                                             "so that each block keeps its trained pixel spacing")
+    superres_factor: int = Field(default=2, ge=2, description="the INR on a grid this many times denser vs upsampling the trained-resolution image")
+    interpolation_steps: int = Field(default=7, ge=2, description="images from one end to the other, both included")
+    frequency_images: int = Field(default=128, gt=0, description="images whose Fourier bases make the Fig. 17 histograms (paper: 128)")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+

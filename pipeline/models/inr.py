@@ -27,9 +27,8 @@ from pipeline.models.coords import Grid
 from pipeline.models.fmm import FMMActivation, FMMLinear
 from pipeline.models.fourier import FourierFeatures
 from pipeline.models.layers import GeneratedLinear
+from pipeline.models.specs import UPSAMPLING_MODES, Upsampling
 
-Upsampling = Literal["nearest", "bilinear"]
-UPSAMPLING_MODES: tuple[str, ...] = ("nearest", "bilinear")
 
 
 class ParamReader:
@@ -108,6 +107,12 @@ class SingleScaleINR(nn.Module):
             x = torch.cat([h, e], dim=1) if i > 0 and self.skip_coords else h
             h = torch.relu(layer(x, params.take(layer.n_ext)))
         return to_image(self.to_rgb(h, params.take(self.to_rgb.n_ext)), grid.resolution)
+
+    def fourier_bases(self, raw: Tensor) -> list[Tensor]:
+        """[B], (N, F, 2), the frequencies the hypernetwork chose (Fig. 17); [] for raw (x, y) inputs.
+        The parameters start with the Fourier basis (see render)."""
+        ParamReader(raw, self.n_ext)  # checks the shape
+        return [] if self.fourier is None else [self.fourier.basis(raw[:, : self.fourier.n_ext])]
 
     def macs_paper(self, resolution: int | None = None) -> int:
         """Main-path in x out per pixel (skip columns, Fourier projection, to-RGB excluded) x pixels."""
@@ -208,19 +213,29 @@ class MultiScaleINR(nn.Module):
             self.blocks.append(MultiScaleBlock(c, prev, rank, fmm_activation, upsampling, fourier_scale, rgb_std))
         self.n_ext = sum(b.n_ext for b in self.blocks)
 
-    def block_resolutions(self, resolution: int) -> list[int]:
-        """Each block's grid side when the image is asked at `resolution`.
+    def block_resolutions(self, resolution: int, span: float = 1.0) -> list[int]:
+        """Each block's grid side when the image is asked at `resolution` over a range `span` wide.
 
-        Denser than trained (x2^m): only the final block's grid becomes denser (the paper's
-        super-resolution). Sparser (/2^m): every block's grid shrinks by the same factor (a preview).
+        Every block first keeps its trained density over the range: side r_k * span, which must be
+        a whole number (span 1 is the trained [0, 1) frame; span 2 is [-0.5, 1.5), the extrapolation
+        of Figs. 2/10). Relative to those sides, a denser image (x2^m) makes only the final block's
+        grid denser (the paper's super-resolution); a sparser one (/2^m) shrinks every block's grid by
+        the same factor (a preview).
         """
-        trained = [c.resolution for c in self.configs]
+        trained = []
+        for c in self.configs:
+            side = c.resolution * span
+            if span <= 0 or abs(side - round(side)) > 1e-6 * side:
+                raise ValueError(f"a range {span:g} wide does not keep the density of a block trained at {c.resolution} px "
+                                 f"({c.resolution} x {span:g} = {side:g} is not a whole number of pixels); widen or narrow it, "
+                                 f"e.g. a width that is a multiple of 1/{min(c.resolution for c in self.configs)}")
+            trained.append(int(round(side)))
         final = trained[-1]
         big, small = max(resolution, final), max(min(resolution, final), 1)
         ratio = big // small
         if resolution < 1 or big % small or ratio & (ratio - 1):
-            raise ValueError(f"a multi-scale INR trained at {final} renders at {final} times or divided by a "
-                             f"power of two, got {resolution}")
+            raise ValueError(f"a multi-scale INR trained at {self.resolution} renders a range {span:g} wide at {final} "
+                             f"times or divided by a power of two, got {resolution}")
         if resolution >= final:
             return trained[:-1] + [resolution]
         if any(r % ratio for r in trained):
@@ -228,10 +243,20 @@ class MultiScaleINR(nn.Module):
                              f"allowed is {final // min(trained)}")
         return [r // ratio for r in trained]
 
+    def fourier_bases(self, raw: Tensor) -> list[Tensor]:
+        """B of every block, (N, F_k, 2) each: the frequencies the hypernetwork chose (Fig. 17).
+        Each block's parameters start with its Fourier basis (see MultiScaleBlock.forward)."""
+        ParamReader(raw, self.n_ext)  # checks the shape
+        bases, offset = [], 0
+        for block in self.blocks:
+            bases.append(block.fourier.basis(raw[:, offset : offset + block.fourier.n_ext]))
+            offset += block.n_ext
+        return bases
+
     def render(self, raw: Tensor, grid: Grid) -> Tensor:
         params = ParamReader(raw, self.n_ext)
         h = prev_res = img = img_res = None
-        for block, res in zip(self.blocks, self.block_resolutions(grid.resolution)):
+        for block, res in zip(self.blocks, self.block_resolutions(grid.resolution, grid.end - grid.start)):
             h, rgb = block(h, prev_res, grid.with_resolution(res), params)
             prev_res = res
             if rgb is not None:

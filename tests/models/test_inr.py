@@ -77,8 +77,25 @@ def test_multiscale_sparser_and_wider_grids():
     raw = torch.randn(1, inr.n_ext)
     assert inr.block_resolutions(4) == [2, 4]
     assert inr.render(raw, Grid(4)).shape == (1, 3, 4, 4)
-    wide = inr.render(raw, Grid(16, -0.3, 1.3))
-    assert wide.shape == (1, 3, 16, 16) and wide.abs().max() <= 1.0
+    with pytest.raises(ValueError, match=r"1.6 wide .* 12.8 is not a whole number"):
+        inr.render(raw, Grid(16, -0.3, 1.3))  # blocks trained at 8 and 16 cannot keep their density over 1.6
+
+
+@pytest.mark.parametrize("start,end,side", [(-0.5, 1.5, 32), (-0.25, 1.25, 24), (-0.5, 1.5, 16)])
+def test_multiscale_extrapolation_keeps_every_block_density(start, end, side):
+    """Over [start, end) each block keeps its trained pixel spacing, so the grid points inside [0, 1)
+    are the trained ones and the central crop equals the ordinary image (or, for a sparser preview,
+    the ordinary preview)."""
+    torch.manual_seed(0)
+    inr = MultiScaleINR(BLOCKS, rank=2)
+    raw = torch.randn(2, inr.n_ext)
+    span = end - start
+    inner = round(side / span)  # pixels of the wide image inside [0, 1): 16, or 8 for the preview
+    assert inr.block_resolutions(side, span) == [side // 2, side]
+    base, wide = inr.render(raw, Grid(inner)), inr.render(raw, Grid(side, start, end))
+    first = round(-start * inner)
+    assert torch.allclose(wide[..., first : first + inner, first : first + inner], base, atol=1e-5)
+    assert not torch.allclose(wide[..., :first, :first], wide[..., first : 2 * first, first : 2 * first], atol=1e-3)
     assert inr.macs_paper(8) < inr.macs_paper(16) < inr.macs_paper(32)
 
 
@@ -109,3 +126,19 @@ def test_latent_inr_equals_the_explicit_x_y_w_concatenation():
         h = torch.relu(torch.einsum("oi,nip->nop", layer.weight, x) + layer.bias[:, None])
     rgb = torch.einsum("oi,nip->nop", inr.to_rgb.weight, h) + inr.to_rgb.bias[:, None]
     assert torch.allclose(inr.render(w, Grid(s)), torch.tanh(rgb).view(n, 3, s, s), atol=1e-5)
+
+
+def test_fourier_bases_are_the_bases_each_block_renders_with():
+    torch.manual_seed(0)
+    inr = MultiScaleINR(BLOCKS, rank=2)
+    single = SingleScaleINR(8, 4, 2, embedding="fourier", n_freqs=3, layer="dense")
+    for decoder, fourier_modules in ((inr, [b.fourier for b in inr.blocks]), (single, [single.fourier])):
+        raw = torch.randn(2, decoder.n_ext)
+        used = []
+        for m in fourier_modules:  # record the raw basis each Fourier module is given while rendering
+            m.register_forward_hook(lambda mod, args, out: used.append(mod.basis(args[1])))
+        decoder.render(raw, Grid(decoder.resolution))
+        bases = decoder.fourier_bases(raw)
+        assert len(bases) == len(used) and all(torch.equal(a, b) for a, b in zip(bases, used))
+        assert bases[0].shape == (2, fourier_modules[0].n_freqs, 2)
+    assert SingleScaleINR(8, 4, 2, embedding="coords", layer="dense").fourier_bases(torch.zeros(1, 4 * 3 + 4 * 7 + 15)) == []

@@ -1,0 +1,178 @@
+"""Properties of continuous images (paper section 1; Figs. 2/10, 3/15, 5 and 17): an INR generator's
+image is a function of the coordinates, so it can be evaluated outside the frame (extrapolation), on
+a denser grid (super-resolution), interpolated in parameter space, and its Fourier bases read off.
+
+Only generators with an INR decoder (`render(params, grid)`, `decoder`) qualify: the Table 1 INR rows.
+StyleGAN2 and INR-in-StyleGAN2 draw a fixed pixel grid from a learned constant and are refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pipeline.models.coords import Grid
+
+SUPERRES_BASELINES = ("nearest", "bilinear", "bicubic")
+
+
+def has_inr_decoder(G: nn.Module) -> bool:
+    return hasattr(G, "render") and hasattr(G, "decoder")
+
+
+def check_inr_generator(G: nn.Module, what: str) -> None:
+    if not has_inr_decoder(G):
+        raise ValueError(f"{what} is a {type(G).__name__}, which has no INR decoder (no INR parameters to interpolate, "
+                         f"no Fourier bases to read); list only INR rows (latent_inr, hyper_*, inr_gan)")
+
+
+def inr_params(G: nn.Module, w: Tensor) -> Tensor:
+    """The INR parameters of images with W-space codes w: the hypernetwork's output, or w itself for
+    the latent-conditioned INR (row 1), whose shared INR takes w as an input."""
+    return G.inr_params(w) if hasattr(G, "inr_params") else w
+
+
+def extrapolation_grid(resolution: int, margin: float) -> Grid:
+    """[-margin, 1 + margin)^2 at the trained pixel spacing: resolution * (1 + 2 margin) pixels a side."""
+    span = 1.0 + 2.0 * margin
+    side = resolution * span
+    if margin < 0 or abs(side - round(side)) > 1e-6 * side:
+        raise ValueError(f"extrapolation margin {margin} gives {side:g} pixels a side at {resolution} px; choose a margin "
+                         f"that is a multiple of 1/{2 * resolution} (e.g. 0.25 or 0.5)")
+    return Grid(int(round(side)), -margin, 1.0 + margin)
+
+
+@torch.no_grad()
+def extrapolate(G: nn.Module, w: Tensor, margins: Sequence[float]) -> list[Tensor]:
+    """Images of w over [-m, 1 + m)^2 for each margin m, at the trained density; the central
+    resolution^2 pixels are the ordinary image (multi-scale blocks keep their density too)."""
+    check_inr_generator(G, "this generator")
+    params = inr_params(G, w)
+    return [G.render(params, extrapolation_grid(G.resolution, m)).clamp(-1, 1) for m in margins]
+
+
+@torch.no_grad()
+def super_resolve(G: nn.Module, w: Tensor, factor: int = 2) -> dict[str, Tensor]:
+    """Fig. 3: the image at its trained resolution, the INR on a `factor`x denser grid, and the
+    trained-resolution image enlarged by nearest, bilinear and bicubic interpolation."""
+    check_inr_generator(G, "this generator")
+    params = inr_params(G, w)
+    native = G.render(params, Grid(G.resolution)).clamp(-1, 1)
+    out = {"native": native, "inr": G.render(params, Grid(G.resolution * factor)).clamp(-1, 1)}
+    for mode in SUPERRES_BASELINES:
+        kwargs = {} if mode == "nearest" else {"align_corners": False}
+        out[mode] = F.interpolate(native, scale_factor=factor, mode=mode, **kwargs).clamp(-1, 1)
+    return out
+
+
+@torch.no_grad()
+def interpolate(G: nn.Module, w_a: Tensor, w_b: Tensor, steps: int) -> tuple[Tensor, Tensor]:
+    """Fig. 5: (parameter-space, pixel-space) interpolations from image a to image b, each
+    (N, steps, 3, S, S): the INR of (1 - t) theta_a + t theta_b against (1 - t) x_a + t x_b."""
+    check_inr_generator(G, "this generator")
+    if steps < 2:
+        raise ValueError(f"an interpolation needs at least 2 steps (its two ends), got {steps}")
+    theta_a, theta_b = inr_params(G, w_a), inr_params(G, w_b)
+    grid = Grid(G.resolution)
+    ts = torch.linspace(0.0, 1.0, steps, device=theta_a.device)
+    in_params = torch.stack([G.render(torch.lerp(theta_a, theta_b, t), grid) for t in ts], dim=1)
+    x_a, x_b = in_params[:, 0], in_params[:, -1]
+    in_pixels = torch.stack([torch.lerp(x_a, x_b, t) for t in ts], dim=1)
+    return in_params.clamp(-1, 1), in_pixels.clamp(-1, 1)
+
+
+@torch.no_grad()
+def frequency_norms(G: nn.Module, w: Tensor) -> list[np.ndarray]:
+    """Fig. 17: per block, the row norms |B_f| of every image's Fourier basis (N * F_k values):
+    how fast the features the hypernetwork chose oscillate, in radians per unit of the [0, 1) frame."""
+    check_inr_generator(G, "this generator")
+    bases = G.decoder.fourier_bases(inr_params(G, w)) if hasattr(G.decoder, "fourier_bases") else []
+    return [b.norm(dim=-1).flatten().double().cpu().numpy() for b in bases]
+
+
+def to_uint8(images: Tensor) -> np.ndarray:
+    """(N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8."""
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def save_extrapolation_figure(path: str | Path, native: Tensor, wides: Sequence[Tensor], margins: Sequence[float]) -> None:
+    """One row per image: the ordinary image, then each extrapolation with the [0, 1)^2 frame outlined."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    n, s = native.shape[0], native.shape[-1]
+    fig, axes = plt.subplots(n, 1 + len(wides), figsize=(1.8 * (1 + len(wides)), 1.8 * n), squeeze=False)
+    columns = [(native, 0.0)] + list(zip(wides, margins))
+    for j, (images, margin) in enumerate(columns):
+        pixels = to_uint8(images)
+        for i in range(n):
+            ax = axes[i, j]
+            ax.imshow(pixels[i], interpolation="nearest")
+            if margin:
+                inset = margin * s
+                ax.add_patch(Rectangle((inset - 0.5, inset - 0.5), s, s, fill=False, edgecolor="red", linewidth=0.8))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title("[0, 1]" if not margin else f"[{-margin:g}, {1 + margin:g}]", fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def save_image_table(path: str | Path, columns: dict[str, Tensor], title: str = "") -> None:
+    """A table of images: one column per entry (its key as the header), one row per image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = next(iter(columns.values())).shape[0]
+    fig, axes = plt.subplots(n, len(columns), figsize=(1.6 * len(columns), 1.6 * n + 0.3), squeeze=False)
+    for j, (name, images) in enumerate(columns.items()):
+        pixels = to_uint8(images)
+        for i in range(n):
+            axes[i, j].imshow(pixels[i], interpolation="nearest")
+            axes[i, j].set_xticks([])
+            axes[i, j].set_yticks([])
+        axes[0, j].set_title(name, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def save_frequency_figure(path: str | Path, norms: Sequence[np.ndarray], labels: Sequence[str], title: str) -> None:
+    """Fig. 17: a histogram of |B_f| per block."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, max(1, len(norms)), figsize=(3.2 * max(1, len(norms)), 2.6), squeeze=False)
+    for ax, values, label in zip(axes[0], norms, labels):
+        ax.hist(values, bins=40, color="tab:blue")
+        ax.set_xlabel("|B_f| (radians per unit)")
+        ax.set_title(label, fontsize=9)
+    axes[0, 0].set_ylabel("count")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _save(fig, path: str | Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from pipeline.io import atomic_file
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(Path(path)) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

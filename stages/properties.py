@@ -1,0 +1,149 @@
+"""Stage `properties`: the figures of continuous images for one trained INR row (Figs. 2/10, 3/15, 5, 17).
+
+Reads runs/<row>/network-snapshot.pt (G_ema); writes reports/figures/properties/<row>/ (extrapolation,
+super-resolution, interpolation, frequencies) and reports/metrics/properties/<row>.json, and logs
+both to MLflow. The metrics include a check that is exact by construction: the centre of every
+extrapolated image must equal the ordinary image (each block keeps its trained pixel spacing).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.analysis.options import PropertiesConfig
+from pipeline.analysis.properties import (
+    extrapolate,
+    frequency_norms,
+    interpolate,
+    save_extrapolation_figure,
+    save_frequency_figure,
+    save_image_table,
+    super_resolve,
+)
+from pipeline.config import Params
+from pipeline.io import write_json
+from pipeline.metrics.scoring import GeneratorSampler, latents_for_seeds, pick_device
+from pipeline.progress import progress_bar
+from pipeline.tracking import resolve_tracking_uri, stage_run
+from stages import paths
+from stages.score import load_snapshot_generator
+
+FIGURES = ("extrapolation.png", "superresolution.png", "interpolation.png", "frequencies.png")
+FREQUENCY_BATCH = 32
+
+
+def _percentiles(values: np.ndarray) -> dict[str, float]:
+    q = np.percentile(values, [10, 50, 90])
+    return {"p10": float(q[0]), "median": float(q[1]), "p90": float(q[2]), "mean": float(values.mean())}
+
+
+def run(params: Params, row: str, root: Path = Path("."), progress: bool = True) -> dict[str, Any]:
+    """Draw the four figures of `row` and return its metrics (also written and logged)."""
+    cfg: PropertiesConfig = params.properties
+    params.row(row)  # unknown rows stop here with the list of known ones
+    generator, info = load_snapshot_generator(params, row, root)
+    device = pick_device(cfg.device)
+    sampler = GeneratorSampler(generator, cfg.truncation_psi, device)
+    G = sampler.G
+    s = int(G.resolution)
+    out_dir = root / paths.properties_dir(row)
+    tags = {"stage": "properties", "row": row, "dataset": params.row(row).dataset, "profile": params.profile}
+    with stage_run(resolve_tracking_uri(params.tracking.uri), params.tracking.experiment, f"properties/{row}", tags,
+                   {"row": row, **cfg.model_dump(mode="json")}) as tracker, progress_bar(f"properties {row}", progress) as advance:
+        n = cfg.num_images
+        seeds = range(cfg.seed_start, cfg.seed_start + 2 * n)
+        with torch.no_grad():
+            w = sampler.mapping(latents_for_seeds(seeds, G.z_dim).to(device))
+        w_a, w_b = w[:n], w[n:]
+
+        wides = extrapolate(G, w_a, cfg.margins)
+        native = super_resolve(G, w_a, cfg.superres_factor)
+        centre_error = max(float((wide[..., round(m * s): round(m * s) + s, round(m * s): round(m * s) + s] - native["native"]).abs().max())
+                           for wide, m in zip(wides, cfg.margins))
+        save_extrapolation_figure(out_dir / FIGURES[0], native["native"], wides, cfg.margins)
+        factor = cfg.superres_factor
+        save_image_table(out_dir / FIGURES[1], {f"{s} px": _enlarge(native["native"], factor),
+                                                f"INR at {factor * s} px": native["inr"],
+                                                **{f"{mode} x{factor}": native[mode] for mode in ("nearest", "bilinear", "bicubic")}},
+                         title=f"{row}: a denser grid vs upsampling the {s} px image")
+        if advance:
+            advance(1, 3)
+
+        in_params, in_pixels = interpolate(G, w_a, w_b, cfg.interpolation_steps)
+        pairs = min(n, 3)
+        columns = {}
+        for j in range(cfg.interpolation_steps):
+            t = j / (cfg.interpolation_steps - 1)
+            columns[f"t={t:.2f}"] = torch.stack([x for i in range(pairs) for x in (in_params[i, j], in_pixels[i, j])])
+        save_image_table(out_dir / FIGURES[2], columns, title=f"{row}: odd rows interpolate INR parameters, even rows pixels")
+        if advance:
+            advance(2, 3)
+
+        norms: list[list[np.ndarray]] = []
+        for start in range(0, cfg.frequency_images, FREQUENCY_BATCH):
+            count = min(FREQUENCY_BATCH, cfg.frequency_images - start)
+            with torch.no_grad():
+                w_f = sampler.mapping(latents_for_seeds(range(10_000 + start, 10_000 + start + count), G.z_dim).to(device))
+            norms.append(frequency_norms(G, w_f))
+        per_block = [np.concatenate(parts) for parts in zip(*norms)] if norms and norms[0] else []
+        labels = _block_labels(G, len(per_block))
+        save_frequency_figure(out_dir / FIGURES[3], per_block, labels,
+                              f"{row}: |B_f| of {cfg.frequency_images} images" if per_block else f"{row}: no Fourier features (raw (x, y) input)")
+        if advance:
+            advance(3, 3)
+
+        result = {
+            "row": row, "profile": params.profile, **info, "resolution": s,
+            "extrapolation_centre_max_abs_error": centre_error,
+            "superres_inr_vs_bicubic_mean_abs": float((native["inr"] - native["bicubic"]).abs().mean()),
+            "superres_inr_vs_nearest_mean_abs": float((native["inr"] - native["nearest"]).abs().mean()),
+            "interpolation_params_vs_pixels_mean_abs": float((in_params - in_pixels).abs().mean()),
+            "frequencies": {label: _percentiles(v) for label, v in zip(labels, per_block)},
+        }
+        write_json(root / paths.properties_metrics(row), result)
+        tracker.log_metrics({k: v for k, v in result.items() if isinstance(v, float)}, step=int(round(info["kimg"])))
+        for name in FIGURES:
+            tracker.log_artifact(out_dir / name, "figures")
+    return result
+
+
+def _enlarge(images: torch.Tensor, factor: int) -> torch.Tensor:
+    """Pixel replication, so the trained-resolution column is drawn at the others' size."""
+    return images.repeat_interleave(factor, dim=-1).repeat_interleave(factor, dim=-2)
+
+
+def _block_labels(G: torch.nn.Module, count: int) -> list[str]:
+    configs = getattr(G.decoder, "configs", None)
+    if configs is not None and len(configs) == count:
+        return [f"block {i} ({c.resolution} px, F={c.n_freqs})" for i, c in enumerate(configs)]
+    return [f"basis {i}" for i in range(count)]
+
+
+def sample(params: Params, row: str, resolution: int | None = None, start: float = 0.0, end: float = 1.0, num: int = 16,
+           seed_start: int = 0, truncation_psi: float = 1.0, out: Path | None = None, device: str = "auto") -> Path:
+    """`pipeline sample`: a grid of the row's G_ema images on an S x S grid over [start, end)^2
+    (default: the trained resolution over [0, 1)); returns the PNG written."""
+    from pipeline.analysis.properties import to_uint8
+    from pipeline.config import ConfigError
+    from pipeline.data.preview import save_grid
+    from pipeline.models.coords import Grid
+
+    generator, _ = load_snapshot_generator(params, row)
+    sampler = GeneratorSampler(generator, truncation_psi, pick_device(device))
+    G = sampler.G
+    s = resolution or int(G.resolution)
+    try:
+        grid = Grid(s, start, end)
+        with torch.no_grad():
+            w = sampler.mapping(latents_for_seeds(range(seed_start, seed_start + num), G.z_dim))
+            images = torch.cat([G.synthesize(w[i : i + 8], grid).clamp(-1, 1) for i in range(0, num, 8)])
+    except ValueError as err:  # a grid the generator cannot draw: one line for the CLI, not a traceback
+        raise ConfigError(f"pipeline sample --row {row} --resolution {s} --range {start:g} {end:g}: {err}") from None
+    out = out or Path("samples") / f"{row}_{s}px_{start:g}_{end:g}.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_grid(out, to_uint8(images), int(np.ceil(np.sqrt(num))))
+    return out

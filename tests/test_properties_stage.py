@@ -1,0 +1,63 @@
+"""The properties stage and `pipeline sample`: figures and metrics from a trained snapshot, clear
+refusals for rows without an INR decoder or grids a row cannot draw."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from PIL import Image
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.config import ConfigError, load_params
+from pipeline.models.registry import build_generator
+from pipeline.train.checkpoint import save_checkpoint
+from stages import paths
+from stages import properties as stage
+from stages.score import snapshot_file
+
+runner = CliRunner()
+
+
+def _snapshot(row: str) -> None:
+    settings = load_params("params.yaml").rows[row].generator.model_dump(mode="json")
+    torch.manual_seed(0)
+    g = build_generator(settings)
+    save_checkpoint(snapshot_file(row), {"G": g.state_dict(), "G_ema": g.state_dict(), "D": {}, "info": {"generator": settings},
+                                         "step": 4, "kimg": 0.064})
+
+
+def test_properties_stage_writes_figures_and_exact_centre_check(project: Path) -> None:
+    _snapshot("inr_gan")
+    result = stage.run(load_params("params.yaml"), "inr_gan", progress=False)
+    assert result["extrapolation_centre_max_abs_error"] < 1e-5
+    assert set(result["frequencies"]) == {"block 0 (16 px, F=8)", "block 1 (32 px, F=8)"}
+    for name in stage.FIGURES:
+        assert Image.open(paths.properties_dir("inr_gan") / name).size[0] > 100
+    written = json.loads(paths.properties_metrics("inr_gan").read_text())
+    assert written["kimg"] == 0.064 and written["superres_inr_vs_bicubic_mean_abs"] > 0
+
+
+def test_properties_rows_must_be_inr_rows(project: Path) -> None:
+    data = yaml.safe_load(Path("params.yaml").read_text())
+    data["properties"]["rows"] = ["stylegan2"]
+    Path("params.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"properties.rows: row 'stylegan2' is a stylegan2 generator, which has no INR decoder"):
+        load_params("params.yaml")
+
+
+def test_sample_draws_any_grid_and_refuses_what_a_row_cannot_draw(project: Path) -> None:
+    _snapshot("inr_gan")
+    res = runner.invoke(app, ["sample", "--row", "inr_gan", "--resolution", "64", "--range", "-0.5", "1.5", "--num", "4", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    out = Path("samples/inr_gan_64px_-0.5_1.5.png")
+    assert out.is_file() and Image.open(out).size[0] > 2 * 64
+    with pytest.raises(ConfigError, match=r"--range -0.3 1.3: .*1.6 wide .*not a whole number"):
+        stage.sample(load_params("params.yaml"), "inr_gan", 32, -0.3, 1.3, num=2, device="cpu")
+    _snapshot("stylegan2")
+    with pytest.raises(ConfigError, match=r"fixed 32x32 pixel grid"):
+        stage.sample(load_params("params.yaml"), "stylegan2", 64, num=2, device="cpu")
