@@ -55,6 +55,9 @@ def prepare(
     configs = {n: params.dataset(n) for n in names}  # unknown names fail before any work
     if dry_run:
         _print_resolved(params, {n: c.model_dump(mode="json") for n, c in configs.items()})
+        missing = {n: c.path for n, c in configs.items() if c.path is not None and not Path(c.path).exists()}
+        for n, path in missing.items():  # the plan is still printed; the real run would stop on these
+            typer.secho(f"warning: prepare.datasets.{n}.path '{path}' does not exist yet; put the raw data there before running", fg=typer.colors.YELLOW, err=True)
         return
     from stages import prepare as stage
 
@@ -110,7 +113,11 @@ def train(
     if nproc > 1:
         raise typer.Exit(subprocess.call(stage.torchrun_command(nproc, params_path, row, resume, restart_on_change)))
     summary = stage.run(params, row, resume=resume, restart_on_change=restart_on_change)
-    typer.echo(f"trained {row}: step {summary.step}, {summary.images_seen / 1000:g} kimg, {summary.seconds:.0f} s")
+    if summary.resumed_from == summary.step:
+        typer.echo(f"{row} is already trained: step {summary.step}, {summary.images_seen / 1000:g} kimg "
+                   f"(raise train.kimg to train longer, or --no-resume to start over)")
+    else:
+        typer.echo(f"trained {row}: step {summary.step}, {summary.images_seen / 1000:g} kimg, {summary.seconds:.0f} s")
 
 
 @app.command("bench-train")

@@ -108,3 +108,12 @@ def test_ui_serves_mlflow_on_loopback(project: Path) -> None:
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_dry_run_warns_about_raw_paths_that_do_not_exist(project: Path) -> None:
+    data = yaml.safe_load(Path("params.yaml").read_text())
+    data["prepare"]["datasets"]["photos"] = {"source": "folder", "path": "data/raw/photos", "resolution": 32}
+    Path("params.yaml").write_text(yaml.safe_dump(data))
+    res = _cli("prepare", "--dataset", "photos", "--dry-run", cwd=project)
+    assert res.returncode == 0 and '"path": "data/raw/photos"' in res.stdout
+    assert "warning: prepare.datasets.photos.path 'data/raw/photos' does not exist yet" in res.stderr

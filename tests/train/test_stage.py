@@ -83,3 +83,18 @@ def test_corrupt_state_stops_the_stage_before_it_writes_anything(project: Path, 
     with pytest.raises(CheckpointError, match="runs/toy/training-state.pt' is corrupt or truncated"):
         stage.run(toy_row, "toy", options=toy_options(), environ={}, progress=False)
     assert state.read_bytes() == b"not a checkpoint" and not (project / "runs" / "toy" / "options.json").exists()
+
+
+def test_cli_says_when_a_row_is_already_trained(project: Path, toy_row, micro_dict: dict) -> None:
+    import yaml
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    _prepare(project)
+    micro_dict["train"] = toy_options(iterations=2).model_dump(mode="json")
+    Path("params.yaml").write_text(yaml.safe_dump(micro_dict))
+    first = CliRunner().invoke(app, ["train", "--row", "toy"])
+    assert first.exit_code == 0 and "trained toy: step 2, 0.016 kimg" in first.output, first.output
+    again = CliRunner().invoke(app, ["train", "--row", "toy"])
+    assert again.exit_code == 0 and "toy is already trained: step 2, 0.016 kimg (raise train.kimg" in again.output, again.output
