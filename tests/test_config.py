@@ -144,3 +144,16 @@ def test_a_missing_optional_section_is_named_when_a_stage_needs_it(micro_dict: d
     assert params.optional_section("score") is params.score
     with pytest.raises(ConfigError, match=r"profile 'micro'\) has no `kpl:` section; copy it from profiles/micro.yaml"):
         params.optional_section("kpl")
+
+
+def test_paper_profile_trains_stylegan2_rows_with_stylegan2s_recipe() -> None:
+    from stages.train import train_options
+
+    params = load_params(REPO / "profiles" / "paper.yaml")
+    for name, row in params.rows.items():
+        options = train_options(params, name)
+        if row.generator.kind == "stylegan2":
+            assert (options.r1_convention, options.r1_interval, options.pl_weight, options.betas) == ("stylegan2", 16, 2.0, (0.0, 0.99))
+            assert options.ema == pytest.approx(0.5 ** (options.total_batch / 10_000), abs=1e-5)  # half-life 10k images
+        else:
+            assert (options.r1_convention, options.pl_weight, options.ema) == ("inr_gan", 0.0, 0.999)

@@ -110,11 +110,12 @@ def render_samples(generator: nn.Module, z: Tensor, batch: int) -> np.ndarray:
 
 def write_plots(path: Path, rows: list[dict[str, float]]) -> None:
     """The DVC plots file: one row per logging point, x axis kimg."""
+    columns = [*PLOT_COLUMNS, *(k for k in (rows[0] if rows else {}) if k not in PLOT_COLUMNS)]  # + pl_* when enabled
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=PLOT_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]) for k in PLOT_COLUMNS})
+        writer.writerow({k: (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]) for k in columns})
     write_text(path, buffer.getvalue())
 
 

@@ -42,3 +42,19 @@ def r1_penalty(grad_sq: Tensor, gamma: float, factor: float = 1.0, interval: int
 
     factor 1 is the INR-GAN authors' convention, 0.5 StyleGAN2's (see TrainConfig.r1_convention)."""
     return grad_sq * (factor * gamma * interval)
+
+
+def path_lengths(images: Tensor, ws: Tensor, noise: Tensor) -> Tensor:
+    """StyleGAN2's path length per image (N,), differentiable: |J_w^T y| with y = noise / sqrt(H W),
+    the Jacobian of the image with respect to its per-layer styles ws (N, L, D), the squared norm summed
+    over D, averaged over L, then the square root (StyleGAN2's pl_lengths)."""
+    h, w = images.shape[-2:]
+    (grad,) = torch.autograd.grad((images.float() * noise / (h * w) ** 0.5).sum(), ws, create_graph=True)
+    return grad.float().square().sum(2).mean(1).sqrt()
+
+
+def path_length_penalty(lengths: Tensor, target: Tensor, weight: float, interval: int = 1) -> Tensor:
+    """(|J^T y| - a)^2 per image times weight (StyleGAN2: 2), times `interval` for the lazy variant;
+    a is the running mean of the lengths (StyleGAN2's pl_mean)."""
+    return (lengths - target).square() * (weight * interval)
+

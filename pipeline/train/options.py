@@ -45,6 +45,11 @@ class TrainConfig(BaseModel):
     r1_gamma: float = Field(default=10.0, ge=0.0, description="R1 weight gamma on real images; 0 disables R1")
     r1_interval: int = Field(default=1, ge=1, description="apply R1 every this many steps (paper: every step); > 1 is the lazy variant, its term scaled by the interval")
     r1_convention: Literal["inr_gan", "stylegan2"] = Field(default="inr_gan", description="inr_gan: + gamma * mean ||grad||^2 (the authors' code); stylegan2: + gamma/2 * mean ||grad||^2")
+    pl_weight: float = Field(default=0.0, ge=0.0, description="StyleGAN2's path-length regularisation weight (2 in StyleGAN2; 0, off, in "
+                             "the INR-GAN recipe); StyleGAN2-style generators only")
+    pl_interval: int = Field(default=4, ge=1, description="path-length term every this many G steps (lazy, scaled by the interval; StyleGAN2: 4)")
+    pl_decay: float = Field(default=0.01, gt=0.0, lt=1.0, description="decay of the running mean of path lengths")
+    pl_batch_shrink: int = Field(default=2, ge=1, description="the path-length pass uses the G batch divided by this")
     ema: float = Field(default=0.999, ge=0.0, lt=1.0, description="G_ema <- ema * G_ema + (1 - ema) * G after each G step")
     hflip: bool = Field(default=True, description="random horizontal flips of real images")
     mixed_precision: Literal["off", "bf16", "fp16"] = Field(default="off", description="autocast of G and D forward passes; CUDA only")

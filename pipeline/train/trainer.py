@@ -16,11 +16,12 @@ from torch import Tensor, nn
 
 from pipeline.train.distributed import DistContext, average_gradients, mean_over_ranks
 from pipeline.train.ema import make_ema, update_ema
-from pipeline.train.losses import d_fake_loss, d_real_loss, g_nonsaturating_loss, r1_grad_sq, r1_penalty
+from pipeline.train.losses import d_fake_loss, d_real_loss, g_nonsaturating_loss, path_length_penalty, path_lengths, r1_grad_sq, r1_penalty
 from pipeline.train.options import TrainConfig
 
 D_STATS = ("loss_d_fake", "loss_d_real", "r1_grad_sq", "r1_penalty", "grad_norm_d")
 G_STATS = ("loss_g", "grad_norm_g")
+PL_STATS = ("pl_length", "pl_penalty")  # G statistics of runs with path-length regularisation
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -74,6 +75,10 @@ class GANTrainer:
         self.scaler_g = torch.amp.GradScaler("cuda", enabled=fp16)
         self.scaler_d = torch.amp.GradScaler("cuda", enabled=fp16)
         self.amp_dtype = AMP_DTYPES.get(options.mixed_precision)
+        if options.pl_weight > 0 and not hasattr(self.G, "broadcast_ws"):
+            raise ValueError(f"train.pl_weight {options.pl_weight}: path-length regularisation needs per-layer styles "
+                             f"(a StyleGAN2-style generator), and {type(generator).__name__} has none; set pl_weight: 0 for this row")
+        self.pl_mean = torch.zeros((), device=ctx.device)  # running mean of path lengths (StyleGAN2's pl_mean)
 
     def _autocast(self):
         if self.amp_dtype is None:
@@ -126,9 +131,31 @@ class GANTrainer:
             loss = g_nonsaturating_loss(logits.float()).sum()
             self.scaler_g.scale(loss / self.per_rank).backward()
             sums += loss.detach().float() / self.per_rank
-        stats = self._apply(self.G, self.opt_g, self.scaler_g, sums, G_STATS, "G", step)
+        names = G_STATS
+        if self.options.pl_weight > 0:
+            names = (*G_STATS[:-1], *PL_STATS, G_STATS[-1])  # _apply appends the gradient norm after the sums
+            pl = self._path_length_step(z) if step % self.options.pl_interval == 0 else torch.zeros(2, device=sums.device)
+            sums = torch.cat([sums, pl])
+        stats = self._apply(self.G, self.opt_g, self.scaler_g, sums, names, "G", step)
         update_ema(self.G_ema, self.G, self.options.ema)
         return stats
+
+    def _path_length_step(self, z: Tensor) -> Tensor:
+        """StyleGAN2's lazy path-length term on a smaller batch; its gradient joins the G step's.
+        Returns (mean path length over ranks, penalty) for the statistics."""
+        opt = self.options
+        n = max(1, self.chunk // opt.pl_batch_shrink)
+        with self._autocast():
+            ws = self.G.broadcast_ws(self.G.mapping(z[:n]))
+            images = self.G.synthesize(ws)
+        noise = torch.randn_like(images, dtype=torch.float32)
+        lengths = path_lengths(images, ws, noise)
+        # One running mean for all processes (StyleGAN2 keeps one per process), so N ranks train as one.
+        mean_length = mean_over_ranks(lengths.detach().mean().reshape(1), self.ctx)[0]
+        self.pl_mean.copy_(self.pl_mean.lerp(mean_length, opt.pl_decay))
+        penalty = path_length_penalty(lengths, self.pl_mean, opt.pl_weight, opt.pl_interval).mean()
+        self.scaler_g.scale(penalty).backward()
+        return torch.stack([mean_length, penalty.detach().float()])
 
     def _apply(self, model: nn.Module, optimiser: torch.optim.Optimizer, scaler: torch.amp.GradScaler, sums: Tensor,
                names: tuple[str, ...], phase: str, step: int) -> dict[str, float]:
@@ -153,6 +180,7 @@ class GANTrainer:
             "G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
             "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
             "scaler_g": self.scaler_g.state_dict(), "scaler_d": self.scaler_d.state_dict(),
+            "pl_mean": self.pl_mean.detach().cpu(),
         }
 
     def load_state_dict(self, state: Mapping) -> None:
@@ -161,6 +189,8 @@ class GANTrainer:
         self.G_ema.load_state_dict(state["G_ema"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
+        if "pl_mean" in state:  # states written before path-length regularisation existed have none
+            self.pl_mean.copy_(state["pl_mean"].to(self.pl_mean.device))
         if self.scaler_g.is_enabled():
             self.scaler_g.load_state_dict(state["scaler_g"])
             self.scaler_d.load_state_dict(state["scaler_d"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -156,3 +157,71 @@ def test_mixed_precision_is_refused_on_the_cpu():
     with pytest.raises(ValueError, match="needs a CUDA device"):
         GANTrainer(ToyGenerator(), LinearD(), toy_options(mixed_precision="bf16"), DistContext(), per_rank=4)
     assert math.isclose(TrainConfig(r1_convention="stylegan2").r1_factor, 0.5)
+
+
+def test_path_lengths_of_a_linear_image_equal_the_closed_form():
+    # image = sum_l ws[:, l] @ A_l, so d(image . y)/d ws[:, l] = A_l y and the length is sqrt(mean_l |A_l y|^2).
+    from pipeline.train.losses import path_length_penalty, path_lengths
+
+    torch.manual_seed(0)
+    n, layers, d, h, w = 3, 2, 5, 4, 4
+    A = torch.randn(layers, d, 3 * h * w)
+    ws = torch.randn(n, layers, d, requires_grad=True)
+    images = torch.einsum("nld,ldp->np", ws, A).view(n, 3, h, w)
+    noise = torch.randn(n, 3, h, w)
+    y = noise.flatten(1) / math.sqrt(h * w)
+    expected = torch.einsum("ldp,np->nld", A, y).square().sum(2).mean(1).sqrt()
+    lengths = path_lengths(images, ws, noise)
+    assert torch.allclose(lengths, expected, rtol=1e-5)
+    assert torch.allclose(path_length_penalty(lengths, torch.tensor(1.0), weight=2.0, interval=4), (expected - 1) ** 2 * 8)
+
+
+def test_path_length_regularisation_trains_g_and_resumes_its_running_mean():
+    from .toy import StyledToyGenerator, ToyDiscriminator
+
+    ctx = DistContext(device=torch.device("cpu"))
+    opts = toy_options(pl_weight=2.0, pl_interval=2, pl_batch_shrink=2)
+    reals, z = torch.rand(8, 3, 8, 8) * 2 - 1, torch.randn(2, 8, 4)
+
+    def trained(options):
+        torch.manual_seed(0)
+        t = GANTrainer(StyledToyGenerator(), ToyDiscriminator(), options, ctx, per_rank=8)
+        return t, t.step(reals, z[0], z[1], step=0)
+
+    trainer, stats = trained(opts)
+    assert stats["pl_length"] > 0 and float(trainer.pl_mean) == pytest.approx(0.01 * stats["pl_length"])  # decay 0.01 from 0
+    assert stats["pl_penalty"] == pytest.approx(2.0 * 2 * (stats["pl_length"] - float(trainer.pl_mean)) ** 2, rel=0.3)  # ~ (mean - a)^2
+    plain, plain_stats = trained(toy_options())
+    assert "pl_length" not in plain_stats
+    assert not torch.allclose(trainer.G.inr.weight, plain.G.inr.weight)  # the penalty's gradient reached G
+    assert trainer.step(reals, z[0], z[1], step=1)["pl_penalty"] == 0.0  # lazy: not on odd steps
+    state = trainer.state_dict()
+    again = GANTrainer(StyledToyGenerator(), ToyDiscriminator(), opts, ctx, per_rank=8)
+    again.load_state_dict(state)
+    assert float(again.pl_mean) == float(trainer.pl_mean) > 0
+    with pytest.raises(ValueError, match="pl_weight 2.0: path-length regularisation needs per-layer styles"):
+        GANTrainer(ToyGenerator(), ToyDiscriminator(), opts, ctx, per_rank=8)
+
+
+def test_path_length_regularisation_on_a_stylegan2_generator():
+    from pipeline.models.registry import build_discriminator, build_generator
+
+    torch.manual_seed(0)
+    G = build_generator(dict(kind="stylegan2", resolution=16, z_dim=8, w_dim=8, mapping_layers=2, channel_base=64, channel_max=8))
+    D = build_discriminator({"resolution": 16, "channel_base": 64, "channel_max": 8})
+    trainer = GANTrainer(G, D, toy_options(pl_weight=2.0, r1_convention="stylegan2"), DistContext(device=torch.device("cpu")), per_rank=4)
+    stats = trainer.step(torch.rand(4, 3, 16, 16) * 2 - 1, torch.randn(4, 8), torch.randn(4, 8), step=0)
+    assert stats["pl_length"] > 0 and math.isfinite(stats["pl_penalty"]) and math.isfinite(stats["grad_norm_g"])
+
+
+def test_plots_file_gains_the_path_length_columns():
+    import csv
+    import io
+
+    from pipeline.train.loop import PLOT_COLUMNS, write_plots
+
+    rows = [{**{k: 1.0 for k in PLOT_COLUMNS}, "step": 1, "pl_length": 0.5, "pl_penalty": 0.1}]
+    out = Path(__import__("tempfile").mkdtemp()) / "plots.csv"
+    write_plots(out, rows)
+    header = next(csv.reader(io.StringIO(out.read_text())))
+    assert header == [*PLOT_COLUMNS, "pl_length", "pl_penalty"]

@@ -84,3 +84,17 @@ def toy_options(**overrides):
     base = dict(total_batch=8, iterations=6, snapshot_every=2, log_every=1, sample_grid=2, device="cpu",
                 lr={"d": 0.01, "inr": 0.01, "hyper": 0.005})
     return TrainConfig(**{**base, **overrides})
+
+
+class StyledToyGenerator(ToyGenerator):
+    """Per-layer styles like StyleGAN2 (broadcast_ws; synthesize takes (N, L, w_dim)), so path-length
+    regularisation applies: the image is a linear map of the L styles, then tanh."""
+
+    num_ws = 2
+
+    def broadcast_ws(self, w):
+        return w[:, None].expand(-1, self.num_ws, -1) if w.ndim == 2 else w
+
+    def synthesize(self, w, grid=None):
+        ws = self.broadcast_ws(w)
+        return torch.tanh(self.inr(ws[:, 0]) + 0.5 * self.inr(ws[:, 1])).view(-1, 3, RES, RES)
