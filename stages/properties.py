@@ -34,6 +34,7 @@ from stages.score import load_snapshot_generator
 
 FIGURES = ("extrapolation.png", "superresolution.png", "interpolation.png", "frequencies.png")
 FREQUENCY_BATCH = 32
+FREQUENCY_SEED = 10_000  # Fig. 17's images: a seed range apart from the figures' own (seed_start, ...)
 
 
 def _percentiles(values: np.ndarray) -> dict[str, float]:
@@ -87,7 +88,7 @@ def run(params: Params, row: str, root: Path = Path("."), progress: bool = True)
         for start in range(0, cfg.frequency_images, FREQUENCY_BATCH):
             count = min(FREQUENCY_BATCH, cfg.frequency_images - start)
             with torch.no_grad():
-                w_f = sampler.mapping(latents_for_seeds(range(10_000 + start, 10_000 + start + count), G.z_dim).to(device))
+                w_f = sampler.mapping(latents_for_seeds(range(FREQUENCY_SEED + start, FREQUENCY_SEED + start + count), G.z_dim).to(device))
             norms.append(frequency_norms(G, w_f))
         per_block = [np.concatenate(parts) for parts in zip(*norms)] if norms and norms[0] else []
         labels = _block_labels(G, len(per_block))
