@@ -47,15 +47,31 @@ def write_csv(path: str | Path, records: Sequence[Mapping[str, Any]], fieldnames
     write_text(path, buf.getvalue())
 
 
-def line_plot(path: str | Path, series: Mapping[str, tuple[Sequence[float], Sequence[float]]], *, xlabel: str, ylabel: str,
-              title: str, logx: bool = False, logy: bool = False) -> None:
-    """One PNG line plot of named (x, y) series, written atomically (matplotlib, no display needed)."""
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    return plt
+
+
+def save_figure(fig, path: str | Path, dpi: float | None = None) -> None:
+    """Write `fig` as a PNG atomically (its folder created if needed) and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, format="png", **({} if dpi is None else {"dpi": dpi}))
+    plt.close(fig)
+
+
+def line_plot(path: str | Path, series: Mapping[str, tuple[Sequence[float], Sequence[float]]], *, xlabel: str, ylabel: str,
+              title: str, logx: bool = False, logy: bool = False) -> None:
+    """One PNG line plot of named (x, y) series, written atomically (matplotlib, no display needed)."""
+    fig, ax = pyplot().subplots(figsize=(6, 4), dpi=120)
     for name, (x, y) in series.items():
         ax.plot(x, y, marker="o", label=name)
     if logx:
@@ -67,6 +83,4 @@ def line_plot(path: str | Path, series: Mapping[str, tuple[Sequence[float], Sequ
     if series:
         ax.legend()  # an empty plot (nothing measured yet) has nothing to label
     fig.tight_layout()
-    with atomic_file(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_figure(fig, path)

@@ -8,6 +8,7 @@ import torch
 from pydantic import BaseModel, ValidationError
 
 from pipeline.config import ConfigError, Params
+from pipeline.metrics.scoring import pick_device
 from pipeline.metrics.throughput import benchmark_generators
 from pipeline.models.registry import build_generator
 
@@ -46,12 +47,12 @@ def checked_overrides(section: BaseModel, overrides: dict[str, Any], command: st
 
 
 def resolve_device(device: str, command: str) -> str:
-    """auto -> cuda when available, else cpu; an explicit cuda without a GPU is an error, not a traceback."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"{command}: --device cuda, but no CUDA device is available here; use --device cpu or auto")
-    if device not in ("cpu", "cuda"):
+    """scoring's pick_device for a command-line value: auto -> cuda when available, else cpu; an unknown
+    name or cuda without a GPU is a one-line error naming the flag, not a traceback."""
+    if device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"{command}: --device {device!r} is not one of auto, cpu, cuda")
-    return device
+    try:
+        return pick_device(device).type
+    except ValueError:
+        raise ConfigError(f"{command}: --device cuda, but no CUDA device is available here; use --device cpu or auto") from None
 

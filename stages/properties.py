@@ -15,7 +15,9 @@ import numpy as np
 import torch
 
 from pipeline.analysis.options import PropertiesConfig
+from pipeline.analysis.projection import to_uint8
 from pipeline.analysis.properties import (
+    SUPERRES_BASELINES,
     extrapolate,
     frequency_norms,
     interpolate,
@@ -24,8 +26,10 @@ from pipeline.analysis.properties import (
     save_image_table,
     super_resolve,
 )
-from pipeline.config import Params
+from pipeline.config import ConfigError, Params
+from pipeline.data.preview import save_grid
 from pipeline.io import write_json
+from pipeline.models.coords import Grid
 from pipeline.metrics.scoring import GeneratorSampler, latents_for_seeds, pick_device
 from pipeline.progress import progress_bar
 from pipeline.tracking import resolve_tracking_uri, stage_run
@@ -69,7 +73,7 @@ def run(params: Params, row: str, root: Path = Path("."), progress: bool = True)
         factor = cfg.superres_factor
         save_image_table(out_dir / FIGURES[1], {f"{s} px": _enlarge(native["native"], factor),
                                                 f"INR at {factor * s} px": native["inr"],
-                                                **{f"{mode} x{factor}": native[mode] for mode in ("nearest", "bilinear", "bicubic")}},
+                                                **{f"{mode} x{factor}": native[mode] for mode in SUPERRES_BASELINES}},
                          title=f"{row}: a denser grid vs upsampling the {s} px image")
         if advance:
             advance(1, 3)
@@ -128,11 +132,6 @@ def sample(params: Params, row: str, resolution: int | None = None, start: float
            seed_start: int = 0, truncation_psi: float = 1.0, out: Path | None = None, device: str = "auto") -> Path:
     """`pipeline sample`: a grid of the row's G_ema images on an S x S grid over [start, end)^2
     (default: the trained resolution over [0, 1)); returns the PNG written."""
-    from pipeline.analysis.properties import to_uint8
-    from pipeline.config import ConfigError
-    from pipeline.data.preview import save_grid
-    from pipeline.models.coords import Grid
-
     generator, _ = load_snapshot_generator(params, row)
     sampler = GeneratorSampler(generator, truncation_psi, pick_device(device))
     G = sampler.G

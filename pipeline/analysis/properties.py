@@ -16,7 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pipeline.analysis.projection import to_uint8
 from pipeline.models.coords import Grid
+from pipeline.reporting import pyplot, save_figure
 
 SUPERRES_BASELINES = ("nearest", "bilinear", "bicubic")
 
@@ -95,18 +97,11 @@ def frequency_norms(G: nn.Module, w: Tensor) -> list[np.ndarray]:
     return [b.norm(dim=-1).flatten().double().cpu().numpy() for b in bases]
 
 
-def to_uint8(images: Tensor) -> np.ndarray:
-    """(N, 3, H, W) in [-1, 1] -> (N, H, W, 3) uint8."""
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
 def save_extrapolation_figure(path: str | Path, native: Tensor, wides: Sequence[Tensor], margins: Sequence[float]) -> None:
     """One row per image: the ordinary image, then each extrapolation with the [0, 1)^2 frame outlined."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
+
+    plt = pyplot()
 
     n, s = native.shape[0], native.shape[-1]
     fig, axes = plt.subplots(n, 1 + len(wides), figsize=(1.8 * (1 + len(wides)), 1.8 * n), squeeze=False)
@@ -124,16 +119,12 @@ def save_extrapolation_figure(path: str | Path, native: Tensor, wides: Sequence[
             if i == 0:
                 ax.set_title("[0, 1]" if not margin else f"[{-margin:g}, {1 + margin:g}]", fontsize=8)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path, dpi=110)
 
 
 def save_image_table(path: str | Path, columns: dict[str, Tensor], title: str = "") -> None:
     """A table of images: one column per entry (its key as the header), one row per image."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     n = next(iter(columns.values())).shape[0]
     fig, axes = plt.subplots(n, len(columns), figsize=(1.6 * len(columns), 1.6 * n + 0.3), squeeze=False)
     for j, (name, images) in enumerate(columns.items()):
@@ -146,16 +137,12 @@ def save_image_table(path: str | Path, columns: dict[str, Tensor], title: str = 
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path, dpi=110)
 
 
 def save_frequency_figure(path: str | Path, norms: Sequence[np.ndarray], labels: Sequence[str], title: str) -> None:
     """Fig. 17: a histogram of |B_f| per block."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, max(1, len(norms)), figsize=(3.2 * max(1, len(norms)), 2.6), squeeze=False)
     for ax, values, label in zip(axes[0], norms, labels):
         ax.hist(values, bins=40, color="tab:blue")
@@ -164,15 +151,5 @@ def save_frequency_figure(path: str | Path, norms: Sequence[np.ndarray], labels:
     axes[0, 0].set_ylabel("count")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    _save(fig, path)
+    save_figure(fig, path, dpi=110)
 
-
-def _save(fig, path: str | Path) -> None:
-    import matplotlib.pyplot as plt
-
-    from pipeline.io import atomic_file
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(Path(path)) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
