@@ -76,14 +76,21 @@ class Discriminator(nn.Module):
         self.fc = EqualizedLinear(c4 * 16, c4, activation="lrelu")
         self.out = EqualizedLinear(c4, 1)
 
-    def forward(self, img: Tensor) -> Tensor:
+    def forward(self, img: Tensor, segments: int = 1) -> Tensor:
+        """Logits of `img`; with `segments` > 1 the batch is that many equal parts (e.g. fakes then
+        reals) that the minibatch standard deviation never mixes, so one call equals one call per part."""
         s = self.resolution
         if img.ndim != 4 or img.shape[1:] != (3, s, s):
             raise ValueError(f"Discriminator at resolution {s} expects images of shape (N, 3, {s}, {s}), got {tuple(img.shape)}")
-        x = self.from_rgb(img)
+        if segments < 1 or img.shape[0] % segments:
+            raise ValueError(f"Discriminator: a batch of {img.shape[0]} images cannot be split into {segments} equal segments")
+        # Channels-last: oneDNN's convolutions take it without reordering their inputs, which makes
+        # the small convolutions of the toy profiles ~1.4x faster on a CPU (same values).
+        x = self.from_rgb(img.contiguous(memory_format=torch.channels_last))
         for block in self.blocks:
             x = block(x)
-        x = minibatch_stddev(x, self.spec.mbstd_group_size, self.spec.mbstd_num_features)
+        parts = x.chunk(segments) if segments > 1 else (x,)
+        x = torch.cat([minibatch_stddev(p, self.spec.mbstd_group_size, self.spec.mbstd_num_features) for p in parts])
         x = self.conv(x)
         x = self.fc(x.flatten(1))
         return self.out(x).squeeze(1)
