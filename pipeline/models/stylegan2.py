@@ -36,6 +36,51 @@ def blur_kernel(taps: tuple[int, ...] = (1, 3, 3, 1)) -> Tensor:
     return k2 / k2.sum()
 
 
+class _FIRFilter(torch.autograd.Function):
+    """Depthwise correlation of the zero-padded input with a fixed filter (C, 1, kh, kw).
+
+    The same values as F.conv2d(F.pad(x, pad), weight, groups=C), but with a backward written as the
+    transposed filter, whose own backward is this filter again: any order of derivative costs one
+    depthwise filter, where autograd's generic double backward of a convolution also computes the
+    filter's gradient (which never trains). R1's double backward through the discriminator's blurs
+    spends most of its time there."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, pad: tuple[int, int]) -> Tensor:
+        ctx.save_for_backward(weight)
+        ctx.pad, ctx.size = pad, tuple(x.shape[-2:])
+        return F.conv2d(F.pad(x, [pad[0], pad[1], pad[0], pad[1]]), weight, groups=x.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
+        (weight,) = ctx.saved_tensors
+        return _FIRFilterTransposed.apply(grad, weight, ctx.pad, ctx.size), None, None
+
+
+class _FIRFilterTransposed(torch.autograd.Function):
+    """The adjoint of _FIRFilter: transposed depthwise convolution, then the padding cropped off."""
+
+    @staticmethod
+    def forward(ctx, grad: Tensor, weight: Tensor, pad: tuple[int, int], size: tuple[int, int]) -> Tensor:
+        ctx.save_for_backward(weight)
+        ctx.pad = pad
+        full = F.conv_transpose2d(grad, weight, groups=grad.shape[1])  # the padded input's size
+        return full[:, :, pad[0] : pad[0] + size[0], pad[0] : pad[0] + size[1]]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None]:
+        (weight,) = ctx.saved_tensors
+        return _FIRFilter.apply(grad, weight, ctx.pad), None, None, None
+
+
+def fir_filter(x: Tensor, weight: Tensor, pad: tuple[int, int]) -> Tensor:
+    """F.conv2d(F.pad(x, [p0, p1, p0, p1]), weight, groups=C) for a fixed (non-trained) depthwise filter;
+    twice (and more) differentiable in x through _FIRFilter when the padding does not crop."""
+    if weight.requires_grad or min(pad) < 0:
+        return F.conv2d(F.pad(x, [pad[0], pad[1], pad[0], pad[1]]), weight, groups=x.shape[1])
+    return _FIRFilter.apply(x, weight, tuple(pad))
+
+
 def upfirdn2d(x: Tensor, kernel: Tensor, up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 0), gain: float = 1.0) -> Tensor:
     """Upsample by zero insertion, pad (negative = crop), filter each channel with `kernel`
     (2-D, applied as a true convolution), then keep every `down`-th pixel.
@@ -46,10 +91,9 @@ def upfirdn2d(x: Tensor, kernel: Tensor, up: int = 1, down: int = 1, pad: tuple[
         x = x.reshape(n, c, h, 1, w, 1)
         x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
         x = x.reshape(n, c, h * up, w * up)
-    x = F.pad(x, [pad[0], pad[1], pad[0], pad[1]])
     weight = (kernel * gain).flip([0, 1]).to(x.dtype)
     weight = weight[None, None].expand(c, 1, *kernel.shape)
-    x = F.conv2d(x, weight, groups=c)
+    x = fir_filter(x, weight, pad)
     if down > 1:
         x = x[:, :, ::down, ::down]
     return x
@@ -242,12 +286,27 @@ class SynthesisLayer(nn.Module):
         self.register_buffer("resample_kernel", blur_kernel(), persistent=False)
 
     def forward(self, x: Tensor, w: Tensor, noise_mode: Literal["random", "const", "none"]) -> Tensor:
-        x = modulated_conv2d(x, self.weight, self.affine(w), demodulate=True, up=self.up, kernel=self.resample_kernel)
+        styles = self.affine(w)
+        if x.shape[0] == 1:  # one image: the fused (grouped) convolution, then the steps one by one
+            x = modulated_conv2d(x, self.weight, styles, demodulate=True, up=self.up, kernel=self.resample_kernel)
+            noise = self._noise(x, noise_mode)
+            return bias_act(x if noise is None else x + noise, self.bias, "lrelu")
+        # A batch: lrelu(conv * d + noise + b) * g = lrelu(conv * (d g) + noise g + b g) for g > 0, so the
+        # demodulation, noise, bias and gain take two passes over the activations instead of five.
+        x = modulated_conv2d(x, self.weight, styles, demodulate=False, up=self.up, kernel=self.resample_kernel, fused=False)
+        dcoefs = torch.rsqrt(styles.square() @ self.weight.square().sum(dim=[2, 3]).t() + 1e-8)
+        x = torch.addcmul((self.bias * LRELU_GAIN).to(x.dtype)[None, :, None, None], x, (dcoefs * LRELU_GAIN).to(x.dtype)[:, :, None, None])
+        noise = self._noise(x, noise_mode)
+        if noise is not None:
+            x = x.add_(noise * LRELU_GAIN)  # in place: addcmul's backward does not need its output
+        return F.leaky_relu(x, LRELU_SLOPE, inplace=True)
+
+    def _noise(self, x: Tensor, noise_mode: Literal["random", "const", "none"]) -> Tensor | None:
         if noise_mode == "random":
-            x = x + torch.randn(x.shape[0], 1, x.shape[2], x.shape[3], device=x.device, dtype=x.dtype) * self.noise_strength
-        elif noise_mode == "const":
-            x = x + self.noise_const * self.noise_strength
-        return bias_act(x, self.bias, "lrelu")
+            return torch.randn(x.shape[0], 1, x.shape[2], x.shape[3], device=x.device, dtype=x.dtype) * self.noise_strength
+        if noise_mode == "const":
+            return self.noise_const * self.noise_strength
+        return None
 
 
 class ToRGB(nn.Module):

@@ -176,3 +176,75 @@ def test_d_step_gradients_equal_two_separate_passes(do_r1):
     trainer.d_step(reals, z, do_r1, step=0)
     for a, b in zip([p.grad for p in trainer.D.parameters()], expected, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("pad", [(1, 2), (2, 2), (0, 0)])
+def test_fir_filter_and_its_derivatives_equal_the_padded_depthwise_conv(pad):
+    # Values, first and second derivatives (R1's double backward) against the plain F.pad + conv2d.
+    from pipeline.models.stylegan2 import fir_filter
+
+    torch.manual_seed(8)
+    k = torch.tensor([[1.0, 2.0, 0.5], [0.0, 1.0, 3.0]], dtype=torch.float64)  # not symmetric: flips would show
+    weight = k[None, None].expand(3, 1, 2, 3)
+    x = torch.randn(2, 3, 6, 5, dtype=torch.float64, requires_grad=True)
+    plain = lambda t: F.conv2d(F.pad(t, [pad[0], pad[1], pad[0], pad[1]]), weight, groups=3)  # noqa: E731
+    torch.testing.assert_close(fir_filter(x, weight, pad), plain(x))
+    up = torch.randn_like(plain(x))
+    (g_new,) = torch.autograd.grad((fir_filter(x, weight, pad) * up).sum(), x, create_graph=True)
+    (g_ref,) = torch.autograd.grad((plain(x) * up).sum(), x, create_graph=True)
+    torch.testing.assert_close(g_new, g_ref)
+    v = torch.randn_like(x)
+    (gg_new,) = torch.autograd.grad((g_new * v).sum() + (fir_filter(x, weight, pad) ** 2).sum(), x)
+    (gg_ref,) = torch.autograd.grad((g_ref * v).sum() + (plain(x) ** 2).sum(), x)
+    torch.testing.assert_close(gg_new, gg_ref)
+    assert torch.autograd.gradgradcheck(lambda t: fir_filter(t, weight, pad), (x,))
+
+
+def test_discriminator_r1_gradients_equal_the_plain_filters():
+    # The whole discriminator: R1's penalty gradient w.r.t. D's weights with the custom filter and with
+    # autograd's generic convolution (the previous form).
+    import pipeline.models.stylegan2 as sg
+
+    d = _tiny_d()
+    torch.manual_seed(9)
+    x = torch.randn(4, 3, 16, 16)
+
+    def r1_weight_grads():
+        xx = x.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(d(xx).sum(), xx, create_graph=True)
+        grads = torch.autograd.grad(g.square().sum(), list(d.parameters()), allow_unused=True)  # biases of the head: none
+        return [torch.zeros(()) if gr is None else gr for gr in grads]
+
+    new = r1_weight_grads()
+    original = sg.fir_filter
+    sg.fir_filter = lambda t, w, pad: F.conv2d(F.pad(t, [pad[0], pad[1], pad[0], pad[1]]), w, groups=t.shape[1])
+    try:
+        ref = r1_weight_grads()
+    finally:
+        sg.fir_filter = original
+    for a, b in zip(new, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("up", [False, True])
+@pytest.mark.parametrize("noise_mode", ["const", "none"])
+def test_batched_synthesis_layer_equals_the_step_by_step_single_image_form(up, noise_mode):
+    # A batch takes the fused demodulation/noise/bias/gain form; one image the plain sequence
+    # (modulated conv, + noise, + bias, lrelu, x sqrt 2). Values and gradients must agree.
+    from pipeline.models.stylegan2 import SynthesisLayer
+
+    torch.manual_seed(10)
+    layer = SynthesisLayer(4, 5, w_dim=6, resolution=8 if up else 4, up=up)
+    with torch.no_grad():
+        layer.noise_strength.fill_(0.3)
+        layer.bias.normal_()
+    x, w = torch.randn(3, 4, 4, 4, requires_grad=True), torch.randn(3, 6, requires_grad=True)
+    batched = layer(x, w, noise_mode)
+    up_grad = torch.randn_like(batched)
+    inputs = [x, w, *(p for name, p in layer.named_parameters() if noise_mode != "none" or name != "noise_strength")]
+    g_batched = torch.autograd.grad((batched * up_grad).sum(), inputs)
+    single = torch.cat([layer(x[i : i + 1], w[i : i + 1], noise_mode) for i in range(3)])
+    g_single = torch.autograd.grad((single * up_grad).sum(), inputs)
+    torch.testing.assert_close(batched, single, rtol=1e-5, atol=1e-5)
+    for a, b in zip(g_batched, g_single, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
