@@ -109,6 +109,22 @@ class RowConfig(_Strict):
     table: str = Field(description="where the row appears in the paper, e.g. 'table1', 'table2', 'fig8'")
     generator: GeneratorSpec
     train: dict[str, Any] = Field(default_factory=dict, description="this row's overrides of the train: section")
+    seed_of: str | None = Field(default=None, description="the row this one repeats with another train.seed "
+                                "(written by `pipeline profile NAME --seeds`); tables report the mean and spread over the repeats")
+
+
+class SeedsConfig(_Strict):
+    """Repeats of rows with other training seeds, added to params.yaml by `pipeline profile NAME --seeds`."""
+
+    rows: list[str] = Field(description="rows to repeat")
+    values: list[int] = Field(description="extra values of train.seed; each adds a row <row>_s<value>")
+
+    @field_validator("values")
+    @classmethod
+    def _values(cls, v: list[int]) -> list[int]:
+        if not v or len(set(v)) != len(v) or min(v) < 0:
+            raise ValueError(f"seeds.values must be distinct non-negative integers, at least one, got {v}")
+        return v
 
 
 class Fig9Config(_Strict):
@@ -154,6 +170,7 @@ class Params(_Strict):
     project: ProjectConfig | None = Field(default=None, description="latent projection of real faces (Table 3); face datasets only")
     kpl: KPLConfig | None = Field(default=None, description="keypoint prediction loss (Table 3); face datasets only")
     properties: PropertiesConfig = PropertiesConfig()
+    seeds: SeedsConfig | None = Field(default=None, description="rows that `pipeline profile NAME --seeds` repeats with other training seeds")
 
     @model_validator(mode="after")
     def _references(self) -> Params:
@@ -172,6 +189,18 @@ class Params(_Strict):
                     f"{row.dataset!r} prepared at {resolution} px; use a dataset at {row.generator.resolution} px or change the row"
                 )
             resolve_train_config(self.train, row.train, where=f"train + rows.{name}.train")
+            if row.seed_of is not None:
+                base = self.rows.get(row.seed_of)
+                if base is None or base.seed_of is not None:
+                    raise ValueError(f"rows.{name}.seed_of: {row.seed_of!r} is not a row of its own; name the row this one repeats")
+                if (base.dataset, base.table, base.generator) != (row.dataset, row.table, row.generator) or \
+                        {k: v for k, v in base.train.items() if k != "seed"} != {k: v for k, v in row.train.items() if k != "seed"}:
+                    raise ValueError(f"rows.{name} repeats {row.seed_of!r} (seed_of) but differs from it in more than train.seed; "
+                                     f"a repeat must be the same row with another seed")
+        if self.seeds is not None:
+            for row in self.seeds.rows:
+                if row not in self.rows:
+                    raise ValueError(f"seeds.rows: unknown row {row!r}; defined rows: {', '.join(sorted(self.rows)) or 'none'}")
         datasets = {f"score.upsampled.{k}": k for k in self.score.upsampled} | {f"score.upsampled.{k}": v for k, v in self.score.upsampled.items()}
         if self.project:
             datasets["project.dataset"] = self.project.dataset
@@ -218,6 +247,42 @@ class Params(_Strict):
                 f"unknown row {name!r}; params.yaml (profile {self.profile!r}) defines: {', '.join(sorted(self.rows)) or 'no rows'}"
             )
         return self.rows[name]
+
+
+def seed_row(row: str, seed: int) -> str:
+    """The name of `row` repeated with train.seed `seed`."""
+    return f"{row}_s{seed}"
+
+
+def with_seed_rows(data: dict[str, Any]) -> dict[str, Any]:
+    """A params mapping with every row of `seeds.rows` repeated for each of `seeds.values` (train.seed
+    set, `seed_of` naming the row), and the repeats added where the rows are named: project.models
+    (Table 3's pair) and score.curve.rows (Fig. 8). The input is not modified; without `seeds:` it is
+    returned as it is."""
+    import copy
+
+    seeds = data.get("seeds")
+    if not seeds:
+        return data
+    out = copy.deepcopy(data)
+    rows = out.setdefault("rows", {})
+    for row in seeds.get("rows", []):
+        if row not in rows:
+            raise ConfigError(f"seeds.rows: unknown row {row!r}; defined rows: {', '.join(sorted(rows)) or 'none'}")
+    for row in seeds.get("rows", []):
+        for value in seeds.get("values", []):
+            repeat = copy.deepcopy(rows[row])
+            repeat["train"] = {**(repeat.get("train") or {}), "seed": value}
+            repeat["seed_of"] = row
+            rows[seed_row(row, value)] = repeat
+            project = out.get("project") or {}
+            for model, model_row in list((project.get("models") or {}).items()):
+                if model_row == row:
+                    project["models"][seed_row(model, value)] = seed_row(row, value)
+            curve = (out.get("score") or {}).get("curve") or {}
+            if isinstance(curve.get("rows"), list) and row in curve["rows"]:
+                curve["rows"].append(seed_row(row, value))
+    return out
 
 
 def _format_errors(err: ValidationError, source: str) -> str:

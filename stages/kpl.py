@@ -153,6 +153,30 @@ def run_all(params: Params, root: Path = Path("."), progress: bool = True) -> di
     return results
 
 
+def _mean_over_seeds(params: Params, ours: dict[str, dict[str, Any]], cols: tuple[str, ...]) -> tuple[dict, dict]:
+    """Models whose rows repeat another model's row with other training seeds (rows.<row>.seed_of) join
+    that model: its entry becomes the mean over the seeds, and `spread` holds the sample standard
+    deviations and the number of seeds of every model with repeats."""
+    models = project_config(params).models
+    base_of = {}
+    for model, row in models.items():
+        base_row = params.rows[row].seed_of if row in params.rows else None
+        base_of[model] = next((m for m, r in models.items() if r == base_row), model) if base_row else model
+    merged, spread = {}, {}
+    for base in {b for m, b in base_of.items() if m in ours}:
+        group = [ours[m] for m, b in base_of.items() if b == base and m in ours]
+        entry = dict(ours.get(base, group[0]))
+        if len(group) > 1:
+            spread[base] = {"seeds": len(group)}
+            for c in cols:
+                values = [g[c] for g in group if g.get(c) is not None]
+                mean = sum(values) / len(values) if values else None
+                entry[c] = mean
+                spread[base][c] = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else None
+        merged[base] = entry
+    return merged, spread
+
+
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.2e}"
 
@@ -167,6 +191,7 @@ def write_table3(params: Params, root: Path = Path(".")) -> str:
             if result.get("profile", params.profile) == params.profile:  # another profile's run is not this table's
                 ours[model] = result
     cols = ("kpl_z", "kpl_w", "kpl_random")
+    ours, spread = _mean_over_seeds(params, ours, cols)
     lines = ["# Table 3: keypoint prediction loss (lower is better)", "",
              f"Profile `{params.profile}`. Paper: FFHQ 256, Super-FAN keypoints, N_tr = 10^4, N_ts = 256. "
              f"Ours: test images from `{project_config(params).dataset}`, keypoint extractor `{kpl_config(params).extractor}`.", "",
@@ -174,7 +199,8 @@ def write_table3(params: Params, root: Path = Path(".")) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for model in sorted(set(ours) | set(TABLE_MODELS), key=lambda m: (m not in TABLE_MODELS, m)):
         r, p = ours.get(model, {}), PAPER_TABLE3.get(model, {})
-        cells = [x for c in cols for x in (_fmt(r.get(c)), _fmt(p.get(c)))]
+        cells = [x for c in cols for x in (_fmt(r.get(c)) + (f" +- {_fmt(spread[model][c])} ({spread[model]['seeds']} seeds)"
+                                                              if model in spread else ""), _fmt(p.get(c)))]
         lines.append(f"| {model} | " + " | ".join(cells) + f" | {r.get('num_train', '-')} | {r.get('num_test', '-')} |")
     lines += ["", f"Convention: {ours[next(iter(ours))]['convention'] if ours else 'see pipeline/analysis/kpl.py'}. "
               "KPL (random) is the W-space fit on randomly permuted latents (the Z-space one is in the metrics json).", ""]

@@ -39,18 +39,45 @@ def _metric_names(params: Params) -> tuple[str, str]:
     return ("fid", "is") if params.reference.features == "inception" else ("fd_domain", "is_domain")
 
 
+def repeats(params: Params) -> dict[str, list[str]]:
+    """row -> the row itself and its repeats with other training seeds (rows whose seed_of names it)."""
+    out = {name: [name] for name, row in params.rows.items() if row.seed_of is None}
+    for name, row in params.rows.items():
+        if row.seed_of is not None:
+            out[row.seed_of].append(name)
+    return out
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (n - 1); None where there are too few values."""
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
 def _ours(params: Params, root: Path, table: str) -> dict[str, list[dict[str, Any]]]:
-    """paper row -> our measured rows of `table` (a paper row can be run on several datasets)."""
+    """paper row -> our measured rows of `table` (a paper row can be run on several datasets). A row with
+    repeats (other training seeds) is one entry: the mean over the seeds scored, with the standard
+    deviation and the per-seed values beside it."""
     fd, is_ = _metric_names(params)
     out: dict[str, list[dict[str, Any]]] = {}
-    for name, row in params.rows.items():
+    for name, names in repeats(params).items():
+        row = params.rows[name]
         if row.table != table:
             continue
-        score = _score(root, name, params.profile)
+        scores = [s for s in (_score(root, n, params.profile) for n in names) if s is not None]
+        fds = [s[fd] for s in scores if s.get(fd) is not None]
+        iss = [s[is_] for s in scores if s.get(is_) is not None]
+        fd_mean, fd_std = _mean_std(fds)
+        is_mean, is_std = _mean_std(iss)
         out.setdefault(paper_row(row.generator, table), []).append({
             "row": name, "dataset": row.dataset, "resolution": row.generator.resolution, "rank": getattr(row.generator, "rank", None),
-            "fd": score.get(fd) if score else None, "is": score.get(is_) if score else None,
-            "kimg": score.get("kimg") if score else None,
+            "fd": fd_mean, "is": is_mean, "fd_std": fd_std, "is_std": is_std, "seeds": len(fds),
+            "fd_per_seed": ";".join(fmt(v) for v in fds) if len(fds) > 1 else None,
+            "kimg": scores[0].get("kimg") if scores else None,
         })
     return out
 
@@ -66,10 +93,17 @@ def _with_table1(params: Params, root: Path, table: str) -> dict[str, list[dict[
     return {key: measured for key, measured in out.items() if measured}
 
 
+def _value(m: dict[str, Any], key: str, digits: int = 2) -> str:
+    if m[key] is None:
+        return "not scored"
+    std = m.get(f"{key}_std")
+    return f"{fmt(m[key], digits)} +- {fmt(std, digits)} ({m['seeds']} seeds)" if std is not None else fmt(m[key], digits)
+
+
 def _cell(measured: list[dict[str, Any]], key: str, digits: int = 2) -> str:
     if not measured:
         return "not run in this profile"
-    return "; ".join(f"{fmt(m[key], digits) if m[key] is not None else 'not scored'} ({m['dataset']})" for m in measured)
+    return "; ".join(f"{_value(m, key, digits)} ({m['dataset']})" for m in measured)
 
 
 def _paper(value: Any) -> str:
@@ -171,6 +205,102 @@ def _write_fig8_curve(root: Path, curve: list[dict[str, Any]], fd: str) -> None:
               title=f"Fig. 8: {fd} vs kimg per FMM rank" + ("" if curve else " (no curve scored yet)"))
 
 
+def _first(measured: dict[str, list[dict[str, Any]]], key: str) -> dict[str, Any] | None:
+    """The first scored entry of a paper row (the default profile has one dataset per row)."""
+    return next((m for m in measured.get(key, []) if m["fd"] is not None), None)
+
+
+def _compare(better: dict[str, Any] | None, worse: dict[str, Any] | None, claim: str, fd: str) -> tuple[str, str]:
+    """(verdict, numbers) for the claim that `better` has the lower score. With seeds the difference must
+    exceed the combined standard deviation sqrt(s1^2 + s2^2) to count as holding."""
+    if better is None or worse is None:
+        return "not measured", "-"
+    a, b = better["fd"], worse["fd"]
+    sa, sb = better.get("fd_std"), worse.get("fd_std")
+    numbers = f"{_value(better, 'fd')} vs {_value(worse, 'fd')}"
+    if a >= b:
+        return "does not hold", numbers
+    if sa is None or sb is None:
+        return "holds in direction (one seed: no spread to compare with)", numbers
+    noise = (sa**2 + sb**2) ** 0.5
+    if b - a > noise:
+        return f"holds (difference {b - a:.2f} > combined std {noise:.2f})", numbers
+    return f"direction only (difference {b - a:.2f} within the combined std {noise:.2f})", numbers
+
+
+def _kpl_results(params: Params, root: Path) -> dict[str, dict[str, Any]]:
+    """Base row -> KPL values (mean over its repeats with other seeds, where there are some) and `seeds`."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for model, row in (params.project.models if params.project else {}).items():
+        path = root / paths.REPORTS / "metrics" / "kpl" / f"{model}.json"
+        if path.is_file() and row in params.rows:
+            result = json.loads(path.read_text())
+            if result.get("profile", params.profile) == params.profile:
+                groups.setdefault(params.rows[row].seed_of or row, []).append(result)
+    out = {}
+    for base, results in groups.items():
+        out[base] = {"seeds": len(results)}
+        for key in ("kpl_z", "kpl_w", "kpl_random"):
+            values = [r[key] for r in results if r.get(key) is not None]
+            out[base][key], out[base][f"{key}_std"] = _mean_std(values)
+    return out
+
+
+def _kpl_value(r: dict[str, Any], key: str) -> str:
+    std = r.get(f"{key}_std")
+    return f"{r[key]:.2e}" + (f" +- {std:.1e} ({r['seeds']} seeds)" if std is not None else "")
+
+
+def findings(params: Params, root: Path = Path(".")) -> str:
+    """The 'findings at toy scale' section: each claim of the paper this profile can test, the measured
+    numbers (mean +- std over seeds where rows have repeats) and whether the claim holds here."""
+    fd, _ = _metric_names(params)
+    t1, t2, f8 = _ours(params, root, "table1"), _with_table1(params, root, "table2"), _with_table1(params, root, "fig8")
+    claims: list[tuple[str, str, str]] = []
+    steps = list(TABLE1_LABELS)[:5]
+    for before, after in zip(steps[:-1], steps[1:]):
+        verdict, numbers = _compare(_first(t1, after), _first(t1, before), "", fd)
+        claims.append((f"Table 1: {TABLE1_LABELS[after]} improves on {TABLE1_LABELS[before].lstrip('+ ')}", verdict, numbers))
+    inr, sg2 = _first(t1, "inr_gan"), _first(t1, "stylegan2")
+    if inr and sg2:
+        gap = (inr["fd"] - sg2["fd"]) / sg2["fd"]
+        claims.append(("Table 1: INR-GAN is within reach of StyleGAN2 (paper: FID 4.95 vs 3.83 at 1024, 9.57 vs 8.25 FFHQ 256)",
+                       f"INR-GAN {'worse' if gap > 0 else 'better'} by {abs(gap) * 100:.0f}% of StyleGAN2's {fd}",
+                       f"{_value(inr, 'fd')} vs {_value(sg2, 'fd')}"))
+    ranks = {m["rank"]: m for key, ms in f8.items() if key == "inr_gan" or key.startswith("inr_gan_rank") for m in ms if m["fd"] is not None}
+    main = inr["rank"] if inr else None  # INR-GAN's own rank (10 in the paper)
+    if 1 in ranks and main in ranks and main != 1:
+        verdict, numbers = _compare(ranks[main], ranks[1], "", fd)
+        claims.append((f"Fig. 8: FMM rank {main} beats rank 1", verdict, numbers))
+        top = max(ranks)
+        if top > main:
+            gain_low, gain_high = ranks[1]["fd"] - ranks[main]["fd"], ranks[main]["fd"] - ranks[top]["fd"]
+            shrinks = gain_low > 0 and abs(gain_high) < gain_low
+            claims.append((f"Fig. 8: gains shrink after rank {main}", "holds" if shrinks else "does not hold",
+                           f"rank 1 -> {main}: {gain_low:+.2f}, rank {main} -> {top}: {gain_high:+.2f} (a drop in {fd} is a gain)"))
+    verdict, numbers = _compare(_first(t2, "inr_gan"), _first(t2, "inr_gan_no_fmm_act"), "", fd)
+    claims.append(("Table 2: FMM without its activation is worse", verdict, numbers))
+    kpl = _kpl_results(params, root)
+    ik, sk = kpl.get("inr_gan", {}), kpl.get("stylegan2", {})  # keyed by row: the default profile's Table 3 pair
+    if ik.get("kpl_z") is not None and sk.get("kpl_z") is not None:
+        claims.append(("Table 3: KPL(Z) of INR-GAN is below StyleGAN2's (paper 6.0e-05 vs 2.1e-04)",
+                       "holds" if ik["kpl_z"] < sk["kpl_z"] else "does not hold", f"{_kpl_value(ik, 'kpl_z')} vs {_kpl_value(sk, 'kpl_z')}"))
+        if ik.get("kpl_random") is not None and sk.get("kpl_random") is not None:
+            ratio = ik["kpl_random"] / sk["kpl_random"]
+            claims.append(("Table 3: KPL(random) about equal (paper 4.7e-04 vs 4.6e-04)",
+                           "holds (within 25%)" if 0.8 <= ratio <= 1.25 else f"does not hold (ratio {ratio:.2f})",
+                           f"{_kpl_value(ik, 'kpl_random')} vs {_kpl_value(sk, 'kpl_random')}"))
+    seeds = max((m["seeds"] for ms in t1.values() for m in ms), default=0)
+    lines = ["## Findings at toy scale", "",
+             f"Computed by the `tables` stage from the score and KPL metrics of this profile (lower `{fd}` is better); "
+             + (f"rows with repeats report mean +- std over up to {seeds} training seeds (`pipeline profile {params.profile} --seeds`). "
+                if seeds > 1 else "one training seed per row: differences smaller than the seed-to-seed spread go unnoticed "
+                f"(`pipeline profile {params.profile} --seeds` adds repeats). ")
+             + "A claim that does not hold here is reported as such: at toy scale the paper's orderings need not appear.", "",
+             markdown_table(["claim of the paper", "here", f"numbers ({fd})"], [list(c) for c in claims])]
+    return "\n".join(lines)
+
+
 def run(params: Params, root: Path = Path(".")) -> dict[str, str]:
     """Write every table (Markdown + CSV) and the reports index; return table name -> Markdown."""
     texts = {}
@@ -179,7 +309,7 @@ def run(params: Params, root: Path = Path(".")) -> dict[str, str]:
         write_text(root / paths.table_md(name), text)
         write_csv(root / paths.table_csv(name), records)
         texts[name] = text
-    write_text(root / paths.REPORTS / "README.md", _index(params))
+    write_text(root / paths.REPORTS / "README.md", _index(params) + "\n" + findings(params, root))
     return texts
 
 
