@@ -256,9 +256,9 @@ def seed_row(row: str, seed: int) -> str:
 
 def with_seed_rows(data: dict[str, Any]) -> dict[str, Any]:
     """A params mapping with every row of `seeds.rows` repeated for each of `seeds.values` (train.seed
-    set, `seed_of` naming the row), and the repeats added where the rows are named: project.models
-    (Table 3's pair) and score.curve.rows (Fig. 8). The input is not modified; without `seeds:` it is
-    returned as it is."""
+    set, `seed_of` naming the row), and the repeats added to project.models (Table 3's pair). Fig. 8's
+    curve stays the seed-0 rows' (score.curve.rows unchanged, so no existing score re-runs). The input
+    is not modified; without `seeds:` it is returned as it is."""
     import copy
 
     seeds = data.get("seeds")
@@ -279,9 +279,6 @@ def with_seed_rows(data: dict[str, Any]) -> dict[str, Any]:
             for model, model_row in list((project.get("models") or {}).items()):
                 if model_row == row:
                     project["models"][seed_row(model, value)] = seed_row(row, value)
-            curve = (out.get("score") or {}).get("curve") or {}
-            if isinstance(curve.get("rows"), list) and row in curve["rows"]:
-                curve["rows"].append(seed_row(row, value))
     return out
 
 

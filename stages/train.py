@@ -119,6 +119,52 @@ def benchmark(params: Params, row: str, batch: int | None = None, steps: int = 1
     return {"row": row, **result}
 
 
+def train_many(params_path: Path, rows: list[str], jobs: int, log_dir: Path, echo: Callable[[str], None] = print,
+               threads: int = 1) -> dict[str, int]:
+    """Train `rows` as separate processes, `jobs` at a time, each with `threads` CPU threads; return each
+    row's exit code (0: trained or already trained).
+
+    Why: on a CPU the toy rows are bound by small kernels, so two one-thread trainings side by side get
+    ~1.3x the images per second of one two-thread training, but `dvc repro` runs one stage at a time.
+    `make repro` trains the rows this way first; `dvc repro` then finds each row finished (the same
+    command resumes at its last step) and only records the outputs. The longest rows start first.
+    Each process writes its output to log_dir/<row>.log."""
+    import subprocess
+    import time
+
+    if jobs < 1 or threads < 1:
+        raise ConfigError(f"--jobs and --threads must be at least 1, got {jobs} and {threads}")
+    params = load_params(params_path)
+    for row in rows:
+        params.row(row)  # an unknown row stops here, before any process starts
+    # Longest first (fewest images per second x more images): a good order for a few workers.
+    cost = {row: train_options(params, row).total_steps * train_options(params, row).total_batch
+            * (1.4 if params.row(row).generator.kind == "stylegan2" else 1.0) for row in rows}  # StyleGAN2's toy G is the slowest
+    pending = sorted(rows, key=lambda r: -cost[r])
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    log_dir.mkdir(parents=True, exist_ok=True)
+    running: dict[str, tuple[subprocess.Popen, Any, float]] = {}
+    codes: dict[str, int] = {}
+    while pending or running:
+        while pending and len(running) < jobs:
+            row = pending.pop(0)
+            log = open(log_dir / f"{row}.log", "w")  # noqa: SIM115 (closed when the process ends)
+            cmd = [sys.executable, "-m", "stages.train", "--params", str(params_path), "--row", row, "--restart-on-change"]
+            running[row] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log, time.perf_counter())
+            echo(f"train {row}: started ({len(codes) + len(running)}/{len(rows)}, log {log_dir / f'{row}.log'})")
+        time.sleep(0.5)
+        for row, (proc, log, t0) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            log.close()
+            codes[row] = proc.returncode
+            del running[row]
+            last = (log_dir / f"{row}.log").read_text().strip().splitlines()[-1:] or [""]
+            echo(f"train {row}: {'done' if proc.returncode == 0 else f'FAILED (exit {proc.returncode})'} in "
+                 f"{time.perf_counter() - t0:.0f} s: {last[0][:160]}")
+    return codes
+
+
 def torchrun_command(nproc: int, params_path: Path, row: str, resume: bool = True, restart_on_change: bool = False) -> list[str]:
     """The command `pipeline train --nproc N` runs: torchrun on this machine, N processes."""
     flags = [*([] if resume else ["--no-resume"]), *(["--restart-on-change"] if restart_on_change else [])]

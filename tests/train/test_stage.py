@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import yaml
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -98,3 +99,25 @@ def test_cli_says_when_a_row_is_already_trained(project: Path, toy_row, micro_di
     assert first.exit_code == 0 and "trained toy: step 2, 0.016 kimg" in first.output, first.output
     again = CliRunner().invoke(app, ["train", "--row", "toy"])
     assert again.exit_code == 0 and "toy is already trained: step 2, 0.016 kimg (raise train.kimg" in again.output, again.output
+
+
+def test_train_many_trains_rows_side_by_side_and_reports_each_exit_code(project: Path) -> None:
+    # Real micro rows in their own processes (one thread each), two at a time; a row whose dataset was
+    # never prepared fails alone, named with its exit code, and the others still finish.
+    _prepare(project, n=16, res=32)
+    params = project / "params.yaml"
+    data = yaml.safe_load(params.read_text())
+    data["rows"]["broken"] = {**data["rows"]["inr_gan"], "dataset": "faces32_test"}
+    params.write_text(yaml.safe_dump(data))
+    lines: list[str] = []
+    codes = stage.train_many(params, ["inr_gan", "stylegan2", "broken"], jobs=2, log_dir=project / "runs" / "logs", echo=lines.append)
+    assert codes["inr_gan"] == 0 and codes["stylegan2"] == 0 and codes["broken"] == 2
+    assert (project / "runs" / "inr_gan" / "network-snapshot.pt").exists() and (project / "runs" / "stylegan2" / "training-state.pt").exists()
+    assert "pipeline prepare --dataset faces32_test" in (project / "runs" / "logs" / "broken.log").read_text()
+    assert any(line.startswith("train broken: FAILED (exit 2)") for line in lines)
+    assert sum("started" in line for line in lines) == 3
+    # Again: finished rows return at once (the same command resumes at its last step).
+    again = stage.train_many(params, ["inr_gan"], jobs=1, log_dir=project / "runs" / "logs", echo=lines.append)
+    assert again == {"inr_gan": 0} and "step 4" in (project / "runs" / "logs" / "inr_gan.log").read_text()
+    with pytest.raises(ConfigError, match="unknown row 'nope'"):
+        stage.train_many(params, ["nope"], jobs=1, log_dir=project / "runs" / "logs")
