@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -240,6 +241,43 @@ class Params(_Strict):
         if value is None:
             raise ConfigError(f"params.yaml (profile {self.profile!r}) has no `{name}:` section; copy it from profiles/{self.profile}.yaml")
         return value
+
+    def settings_fingerprint(self, row: str) -> str:
+        """The row's settings apart from its training seed (pipeline.train.options.settings_fingerprint)."""
+        from pipeline.train.options import resolve_train_config, settings_fingerprint
+
+        cfg = self.row(row)
+        options = resolve_train_config(self.train, cfg.train, where=f"train + rows.{row}.train")
+        return settings_fingerprint(cfg.dataset, cfg.generator.model_dump(mode="json"), options)
+
+    def repeats_of(self, names: Mapping[str, str], metrics_file: Callable[[str], Path]) -> dict[str, list[str]]:
+        """name -> [name, its seed repeats] for results keyed by `names` (result name -> row: rows
+        themselves, or Table 3's models). A repeat is `<name>_s<k>` for k in seeds.values when its row
+        is in this params file with seed_of (the --seeds profile), or, in the plain profile, when its
+        metrics file exists, is of this profile and carries the settings fingerprint of the row now:
+        repeats trained with other settings are left out. Names whose rows repeat another are not keys."""
+        import json
+
+        out: dict[str, list[str]] = {}
+        for name, row in names.items():
+            if row not in self.rows or self.rows[row].seed_of is not None:
+                continue
+            found = [name]
+            if self.seeds is not None and row in self.seeds.rows:
+                fingerprint = None
+                for value in self.seeds.values:
+                    repeat = seed_row(name, value)
+                    if repeat in names and names[repeat] in self.rows and self.rows[names[repeat]].seed_of == row:
+                        found.append(repeat)
+                        continue
+                    path = metrics_file(repeat)
+                    if repeat not in names and path.is_file():
+                        data = json.loads(path.read_text())
+                        fingerprint = fingerprint or self.settings_fingerprint(row)
+                        if data.get("profile") == self.profile and data.get("settings_sha256") == fingerprint:
+                            found.append(repeat)
+            out[name] = found
+        return out
 
     def row(self, name: str) -> RowConfig:
         if name not in self.rows:

@@ -133,7 +133,8 @@ def run(params: Params, model: str, root: Path = Path("."), progress: bool = Tru
         train_latents = {"z": z, "w": w}
         result = keypoint_prediction_loss({s: train_latents[s] for s in spaces}, train_kp, {s: projections[s] for s in spaces},
                                           real_kp, extractor.names, cfg.fit)
-        result.update({"model": model, "row": row, "profile": params.profile, "snapshot": str(snapshot), "extractor": cfg.extractor,
+        result.update({"model": model, "row": row, "profile": params.profile, "settings_sha256": params.settings_fingerprint(row),
+                       "snapshot": str(snapshot), "extractor": cfg.extractor,
                        "test_dataset": pcfg.dataset, "seconds": round(time.perf_counter() - start, 2)})
         if cfg.extractor == "regressor":
             result["extractor_heldout_mse"] = extractor.heldout_mse
@@ -153,19 +154,22 @@ def run_all(params: Params, root: Path = Path("."), progress: bool = True) -> di
     return results
 
 
-def _mean_over_seeds(params: Params, ours: dict[str, dict[str, Any]], cols: tuple[str, ...]) -> tuple[dict, dict]:
-    """Models whose rows repeat another model's row with other training seeds (rows.<row>.seed_of) join
-    that model: its entry becomes the mean over the seeds, and `spread` holds the sample standard
-    deviations and the number of seeds of every model with repeats."""
-    models = project_config(params).models
-    base_of = {}
-    for model, row in models.items():
-        base_row = params.rows[row].seed_of if row in params.rows else None
-        base_of[model] = next((m for m, r in models.items() if r == base_row), model) if base_row else model
+def _mean_over_seeds(params: Params, root: Path, cols: tuple[str, ...]) -> tuple[dict, dict]:
+    """Each model's KPL results, with its repeats (the same row trained with other seeds, found by
+    Params.repeats_of) joined in: the entry becomes the mean over the seeds, and `spread` holds the
+    sample standard deviations and the number of seeds of every model with repeats."""
     merged, spread = {}, {}
-    for base in {b for m, b in base_of.items() if m in ours}:
-        group = [ours[m] for m, b in base_of.items() if b == base and m in ours]
-        entry = dict(ours.get(base, group[0]))
+    for base, names in params.repeats_of(project_config(params).models, lambda m: root / kpl_metrics(m)).items():
+        group = []
+        for name in names:
+            path = root / kpl_metrics(name)
+            if path.is_file():
+                result = json.loads(path.read_text())
+                if result.get("profile", params.profile) == params.profile:  # another profile's run is not this table's
+                    group.append(result)
+        if not group:
+            continue
+        entry = dict(group[0])
         if len(group) > 1:
             spread[base] = {"seeds": len(group)}
             for c in cols:
@@ -183,15 +187,8 @@ def _fmt(value: float | None) -> str:
 
 def write_table3(params: Params, root: Path = Path(".")) -> str:
     """reports/tables/table3_kpl.md from the kpl metrics present, the paper's values beside ours."""
-    ours = {}
-    for model in project_config(params).models:
-        path = root / kpl_metrics(model)
-        if path.is_file():
-            result = json.loads(path.read_text())
-            if result.get("profile", params.profile) == params.profile:  # another profile's run is not this table's
-                ours[model] = result
     cols = ("kpl_z", "kpl_w", "kpl_random")
-    ours, spread = _mean_over_seeds(params, ours, cols)
+    ours, spread = _mean_over_seeds(params, root, cols)
     lines = ["# Table 3: keypoint prediction loss (lower is better)", "",
              f"Profile `{params.profile}`. Paper: FFHQ 256, Super-FAN keypoints, N_tr = 10^4, N_ts = 256. "
              f"Ours: test images from `{project_config(params).dataset}`, keypoint extractor `{kpl_config(params).extractor}`.", "",

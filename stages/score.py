@@ -175,7 +175,9 @@ def run(params: Params, row: str, root: Path = Path("."), progress: bool = True)
         if curve_files:
             with progress_bar(f"score {row}: curve of {len(curve_files)} snapshots", progress) as advance:
                 curve = score_curve(params, row, curve_files, extractor, ref, advance)
-        result = {"row": row, "profile": params.profile, "dataset": row_cfg.dataset, "features": extractor.kind, "weights_sha256": extractor.weights_sha256,
+        # settings_sha256: the row's settings minus its seed, so that tables can tell repeats of this row apart from stale files
+        result = {"row": row, "profile": params.profile, "settings_sha256": params.settings_fingerprint(row), "dataset": row_cfg.dataset,
+                  "features": extractor.kind, "weights_sha256": extractor.weights_sha256,
                   "reference_images": ref.stats.count, **info, **metrics, **({"curve": curve} if curve else {})}
         write_json(root / score_metrics_file(row), result)
         _write_samples(generator, cfg, root / paths.samples_png(row))

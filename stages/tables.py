@@ -39,13 +39,9 @@ def _metric_names(params: Params) -> tuple[str, str]:
     return ("fid", "is") if params.reference.features == "inception" else ("fd_domain", "is_domain")
 
 
-def repeats(params: Params) -> dict[str, list[str]]:
-    """row -> the row itself and its repeats with other training seeds (rows whose seed_of names it)."""
-    out = {name: [name] for name, row in params.rows.items() if row.seed_of is None}
-    for name, row in params.rows.items():
-        if row.seed_of is not None:
-            out[row.seed_of].append(name)
-    return out
+def repeats(params: Params, root: Path = Path(".")) -> dict[str, list[str]]:
+    """row -> the row itself and its repeats with other training seeds (Params.repeats_of)."""
+    return params.repeats_of({name: name for name in params.rows}, lambda name: root / paths.score_metrics(name))
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -64,7 +60,7 @@ def _ours(params: Params, root: Path, table: str) -> dict[str, list[dict[str, An
     deviation and the per-seed values beside it."""
     fd, is_ = _metric_names(params)
     out: dict[str, list[dict[str, Any]]] = {}
-    for name, names in repeats(params).items():
+    for name, names in repeats(params, root).items():
         row = params.rows[name]
         if row.table != table:
             continue
@@ -229,16 +225,15 @@ def _compare(better: dict[str, Any] | None, worse: dict[str, Any] | None, claim:
 
 
 def _kpl_results(params: Params, root: Path) -> dict[str, dict[str, Any]]:
-    """Base row -> KPL values (mean over its repeats with other seeds, where there are some) and `seeds`."""
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for model, row in (params.project.models if params.project else {}).items():
-        path = root / paths.REPORTS / "metrics" / "kpl" / f"{model}.json"
-        if path.is_file() and row in params.rows:
-            result = json.loads(path.read_text())
-            if result.get("profile", params.profile) == params.profile:
-                groups.setdefault(params.rows[row].seed_of or row, []).append(result)
+    """Table 3 model -> KPL values (mean over its repeats with other seeds, where there are some) and `seeds`."""
+    models = params.project.models if params.project else {}
+    metrics = lambda model: root / paths.REPORTS / "metrics" / "kpl" / f"{model}.json"  # noqa: E731
     out = {}
-    for base, results in groups.items():
+    for base, names in params.repeats_of(models, metrics).items():
+        results = [json.loads(metrics(n).read_text()) for n in names if metrics(n).is_file()]
+        results = [r for r in results if r.get("profile", params.profile) == params.profile]
+        if not results:
+            continue
         out[base] = {"seeds": len(results)}
         for key in ("kpl_z", "kpl_w", "kpl_random"):
             values = [r[key] for r in results if r.get(key) is not None]

@@ -109,3 +109,19 @@ def test_table3_averages_the_kpl_of_repeated_models(project: Path, micro_dict: d
     assert "| inr_gan | 2.00e-03 +- 1.41e-03 (2 seeds) |" in text  # mean 2e-3, sample std 1.41e-3
     assert "inr_gan_s1" not in text  # a repeat is part of its model's row, not a row of its own
     assert "INR-GAN's KPL(Z) 2.00e-03 is equal to StyleGAN2's" in text
+
+
+def test_the_plain_profile_finds_committed_repeats_with_the_rows_settings(project: Path, micro_dict: dict) -> None:
+    # After `pipeline profile NAME` (no --seeds) the repeats are no rows any more, but their metrics files
+    # stay: tables still use them when they carry the settings fingerprint of the row as it is now.
+    plain = parse_params(_with_seeds(micro_dict, rows=("inr_gan",), values=(1, 2)))
+    expanded = parse_params(with_seed_rows(_with_seeds(micro_dict, rows=("inr_gan",), values=(1, 2))))
+    assert plain.settings_fingerprint("inr_gan") == expanded.settings_fingerprint("inr_gan_s1")  # only the seed differs
+    paths.score_metrics("inr_gan").parent.mkdir(parents=True)
+    good = plain.settings_fingerprint("inr_gan")
+    for row, fd, fingerprint in (("inr_gan", 10.0, good), ("inr_gan_s1", 12.0, good), ("inr_gan_s2", 99.0, "0" * 64)):
+        paths.score_metrics(row).write_text(json.dumps({"fd_domain": fd, "kimg": 4.0, "profile": "micro", "settings_sha256": fingerprint}))
+    assert stage.repeats(plain) == {"inr_gan": ["inr_gan", "inr_gan_s1"], "stylegan2": ["stylegan2"]}  # s2: other settings
+    assert "11.00 +- 1.41 (2 seeds) (faces32)" in stage.run(plain)["table1"]
+    micro_dict["train"] = {**micro_dict["train"], "r1_gamma": 0.5}  # the row changed since: no repeat matches
+    assert stage.repeats(parse_params(_with_seeds(micro_dict, rows=("inr_gan",), values=(1, 2))))["inr_gan"] == ["inr_gan"]

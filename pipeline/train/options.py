@@ -156,6 +156,18 @@ def resolve_train_config(defaults: TrainConfig | Mapping[str, Any], override: Ma
         raise ConfigError("\n".join(lines)) from None
 
 
+def settings_fingerprint(dataset: str, generator: Mapping[str, Any], options: TrainConfig) -> str:
+    """sha256 of what a trained row is, apart from its training seed: dataset, generator settings and
+    the training options that change the result. Two rows with the same fingerprint differ only in
+    train.seed, so their scores are repeats of one experiment."""
+    import hashlib
+    import json
+
+    train = {k: v for k, v in options.model_dump(mode="json").items() if k not in RESUMABLE_CHANGES and k != "seed"}
+    text = json.dumps({"dataset": dataset, "generator": dict(generator), "train": train}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def changed_fields(old: Mapping[str, Any], new: TrainConfig) -> dict[str, tuple[Any, Any]]:
     """Fields that differ between a checkpoint's options and the current ones and would change the result."""
     current = new.model_dump(mode="json")
