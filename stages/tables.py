@@ -206,22 +206,26 @@ def _first(measured: dict[str, list[dict[str, Any]]], key: str) -> dict[str, Any
     return next((m for m in measured.get(key, []) if m["fd"] is not None), None)
 
 
+def _verdict(a: float, sa: float | None, b: float, sb: float | None, digits: int = 2) -> str:
+    """Whether a < b holds: beyond the combined standard deviation sqrt(sa^2 + sb^2) of the seeds, in
+    direction only, or not at all; with one seed only the direction can be stated."""
+    if a >= b:
+        return "does not hold"
+    if sa is None or sb is None:
+        return "holds in direction (one seed: no spread to compare with)"
+    noise = (sa**2 + sb**2) ** 0.5
+    f = f"{{:.{digits}f}}" if digits >= 0 else "{:.1e}"
+    if b - a > noise:
+        return f"holds (difference {f.format(b - a)} > combined std {f.format(noise)})"
+    return f"direction only (difference {f.format(b - a)} within the combined std {f.format(noise)})"
+
+
 def _compare(better: dict[str, Any] | None, worse: dict[str, Any] | None, claim: str, fd: str) -> tuple[str, str]:
-    """(verdict, numbers) for the claim that `better` has the lower score. With seeds the difference must
-    exceed the combined standard deviation sqrt(s1^2 + s2^2) to count as holding."""
+    """(verdict, numbers) for the claim that `better` has the lower score (_verdict)."""
     if better is None or worse is None:
         return "not measured", "-"
-    a, b = better["fd"], worse["fd"]
-    sa, sb = better.get("fd_std"), worse.get("fd_std")
-    numbers = f"{_value(better, 'fd')} vs {_value(worse, 'fd')}"
-    if a >= b:
-        return "does not hold", numbers
-    if sa is None or sb is None:
-        return "holds in direction (one seed: no spread to compare with)", numbers
-    noise = (sa**2 + sb**2) ** 0.5
-    if b - a > noise:
-        return f"holds (difference {b - a:.2f} > combined std {noise:.2f})", numbers
-    return f"direction only (difference {b - a:.2f} within the combined std {noise:.2f})", numbers
+    return (_verdict(better["fd"], better.get("fd_std"), worse["fd"], worse.get("fd_std")),
+            f"{_value(better, 'fd')} vs {_value(worse, 'fd')}")
 
 
 def _kpl_results(params: Params, root: Path) -> dict[str, dict[str, Any]]:
@@ -279,7 +283,8 @@ def findings(params: Params, root: Path = Path(".")) -> str:
     ik, sk = kpl.get("inr_gan", {}), kpl.get("stylegan2", {})  # keyed by row: the default profile's Table 3 pair
     if ik.get("kpl_z") is not None and sk.get("kpl_z") is not None:
         claims.append(("Table 3: KPL(Z) of INR-GAN is below StyleGAN2's (paper 6.0e-05 vs 2.1e-04)",
-                       "holds" if ik["kpl_z"] < sk["kpl_z"] else "does not hold", f"{_kpl_value(ik, 'kpl_z')} vs {_kpl_value(sk, 'kpl_z')}"))
+                       _verdict(ik["kpl_z"], ik.get("kpl_z_std"), sk["kpl_z"], sk.get("kpl_z_std"), digits=-1),
+                       f"{_kpl_value(ik, 'kpl_z')} vs {_kpl_value(sk, 'kpl_z')}"))
         if ik.get("kpl_random") is not None and sk.get("kpl_random") is not None:
             ratio = ik["kpl_random"] / sk["kpl_random"]
             claims.append(("Table 3: KPL(random) about equal (paper 4.7e-04 vs 4.6e-04)",

@@ -125,3 +125,17 @@ def test_the_plain_profile_finds_committed_repeats_with_the_rows_settings(projec
     assert "11.00 +- 1.41 (2 seeds) (faces32)" in stage.run(plain)["table1"]
     micro_dict["train"] = {**micro_dict["train"], "r1_gamma": 0.5}  # the row changed since: no repeat matches
     assert stage.repeats(parse_params(_with_seeds(micro_dict, rows=("inr_gan",), values=(1, 2))))["inr_gan"] == ["inr_gan"]
+
+
+def test_findings_weigh_table3_kpl_against_the_seed_spread(project: Path, micro_dict: dict) -> None:
+    data = _with_seeds(micro_dict, rows=("inr_gan", "stylegan2"), values=(1,))
+    data["project"] = {"models": {"inr_gan": "inr_gan", "stylegan2": "stylegan2"}, "dataset": "faces32_test"}
+    params = parse_params(with_seed_rows(data))
+    kpl_dir = project / "reports" / "metrics" / "kpl"
+    kpl_dir.mkdir(parents=True)
+    for model, z in (("inr_gan", 1.0e-3), ("inr_gan_s1", 3.0e-3), ("stylegan2", 2.2e-3), ("stylegan2_s1", 2.4e-3)):
+        (kpl_dir / f"{model}.json").write_text(json.dumps({"profile": "micro", "kpl_z": z, "kpl_random": 1e-3}))
+    text = stage.findings(params)
+    # 2.0e-3 +- 1.4e-3 vs 2.3e-3 +- 1.4e-4: lower, by 3e-4, far inside sqrt(1.41e-3^2 + 1.41e-4^2) = 1.4e-3
+    assert "KPL(Z) of INR-GAN is below StyleGAN2's" in text
+    assert "| direction only (difference 3.0e-04 within the combined std 1.4e-03) | 2.00e-03 +- 1.4e-03 (2 seeds) vs 2.30e-03" in text
