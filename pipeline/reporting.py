@@ -18,6 +18,26 @@ def rel_diff(ours: float | None, paper: float | None) -> float | None:
     return ours / paper - 1.0
 
 
+def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (n - 1); None where there are too few values."""
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
+def pool_repeats(results: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, Any]:
+    """One entry for the results of a row and its seed repeats: the first result's fields, each of
+    `keys` replaced by its mean over the results, `<key>_std` its sample standard deviation (None for
+    one result) and `seeds` how many results there are."""
+    entry: dict[str, Any] = {**results[0], "seeds": len(results)}
+    for key in keys:
+        entry[key], entry[f"{key}_std"] = mean_std([r[key] for r in results if r.get(key) is not None])
+    return entry
+
+
 def fmt(value: Any, digits: int = 2) -> str:
     """A table cell: '-' for missing, signed percent for keys ending in '%', fixed digits for floats."""
     if value is None:

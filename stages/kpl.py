@@ -23,6 +23,7 @@ from pipeline.analysis.kpl import keypoint_prediction_loss, sample_keypoints
 from pipeline.analysis.options import KPLConfig
 from pipeline.config import ConfigError, Params
 from pipeline.io import write_json, write_text
+from pipeline.reporting import pool_repeats
 from pipeline.tracking import resolve_tracking_uri, stage_run
 from stages import paths
 from stages.project import counting_bar, load_generator, model_row, project_config, projections_file, regressor_file, resolve_device
@@ -38,7 +39,7 @@ def regressor_metrics(dataset: str) -> Path:
 
 
 def kpl_metrics(model: str) -> Path:
-    return paths.REPORTS / "metrics" / "kpl" / f"{model}.json"
+    return paths.kpl_metrics(model)
 
 
 def table3_file() -> Path:
@@ -154,11 +155,10 @@ def run_all(params: Params, root: Path = Path("."), progress: bool = True) -> di
     return results
 
 
-def _mean_over_seeds(params: Params, root: Path, cols: tuple[str, ...]) -> tuple[dict, dict]:
+def _mean_over_seeds(params: Params, root: Path, cols: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     """Each model's KPL results, with its repeats (the same row trained with other seeds, found by
-    Params.repeats_of) joined in: the entry becomes the mean over the seeds, and `spread` holds the
-    sample standard deviations and the number of seeds of every model with repeats."""
-    merged, spread = {}, {}
+    Params.repeats_of) pooled in (pipeline.reporting.pool_repeats: mean, `<col>_std`, `seeds`)."""
+    merged = {}
     for base, names in params.repeats_of(project_config(params).models, lambda m: root / kpl_metrics(m)).items():
         group = []
         for name in names:
@@ -167,18 +167,9 @@ def _mean_over_seeds(params: Params, root: Path, cols: tuple[str, ...]) -> tuple
                 result = json.loads(path.read_text())
                 if result.get("profile", params.profile) == params.profile:  # another profile's run is not this table's
                     group.append(result)
-        if not group:
-            continue
-        entry = dict(group[0])
-        if len(group) > 1:
-            spread[base] = {"seeds": len(group)}
-            for c in cols:
-                values = [g[c] for g in group if g.get(c) is not None]
-                mean = sum(values) / len(values) if values else None
-                entry[c] = mean
-                spread[base][c] = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else None
-        merged[base] = entry
-    return merged, spread
+        if group:
+            merged[base] = pool_repeats(group, cols)
+    return merged
 
 
 def _fmt(value: float | None) -> str:
@@ -188,7 +179,7 @@ def _fmt(value: float | None) -> str:
 def write_table3(params: Params, root: Path = Path(".")) -> str:
     """reports/tables/table3_kpl.md from the kpl metrics present, the paper's values beside ours."""
     cols = ("kpl_z", "kpl_w", "kpl_random")
-    ours, spread = _mean_over_seeds(params, root, cols)
+    ours = _mean_over_seeds(params, root, cols)
     lines = ["# Table 3: keypoint prediction loss (lower is better)", "",
              f"Profile `{params.profile}`. Paper: FFHQ 256, Super-FAN keypoints, N_tr = 10^4, N_ts = 256. "
              f"Ours: test images from `{project_config(params).dataset}`, keypoint extractor `{kpl_config(params).extractor}`.", "",
@@ -196,8 +187,8 @@ def write_table3(params: Params, root: Path = Path(".")) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for model in sorted(set(ours) | set(TABLE_MODELS), key=lambda m: (m not in TABLE_MODELS, m)):
         r, p = ours.get(model, {}), PAPER_TABLE3.get(model, {})
-        cells = [x for c in cols for x in (_fmt(r.get(c)) + (f" +- {_fmt(spread[model][c])} ({spread[model]['seeds']} seeds)"
-                                                              if model in spread else ""), _fmt(p.get(c)))]
+        cells = [x for c in cols for x in (_fmt(r.get(c)) + (f" +- {_fmt(r[c + '_std'])} ({r['seeds']} seeds)"
+                                                              if r.get("seeds", 1) > 1 else ""), _fmt(p.get(c)))]
         lines.append(f"| {model} | " + " | ".join(cells) + f" | {r.get('num_train', '-')} | {r.get('num_test', '-')} |")
     lines += ["", f"Convention: {ours[next(iter(ours))]['convention'] if ours else 'see pipeline/analysis/kpl.py'}. "
               "KPL (random) is the W-space fit on randomly permuted latents (the Z-space one is in the metrics json).", ""]

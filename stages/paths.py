@@ -43,6 +43,10 @@ def score_metrics(row: str) -> Path:
     return REPORTS / "metrics" / "score" / f"{row}.json"
 
 
+def kpl_metrics(model: str) -> Path:
+    return REPORTS / "metrics" / "kpl" / f"{model}.json"
+
+
 def table_md(name: str) -> Path:
     return REPORTS / "tables" / f"{name}.md"
 

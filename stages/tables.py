@@ -20,7 +20,7 @@ from pipeline.paper_numbers import (
     TABLE4_LABELS,
     paper_row,
 )
-from pipeline.reporting import fmt, line_plot, markdown_table, write_csv
+from pipeline.reporting import fmt, line_plot, markdown_table, mean_std, pool_repeats, write_csv
 from stages import paths
 
 TABLES = ("table1", "table2", "table4", "fig8")
@@ -44,16 +44,6 @@ def repeats(params: Params, root: Path = Path(".")) -> dict[str, list[str]]:
     return params.repeats_of({name: name for name in params.rows}, lambda name: root / paths.score_metrics(name))
 
 
-def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
-    """Mean and sample standard deviation (n - 1); None where there are too few values."""
-    if not values:
-        return None, None
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, None
-    return mean, (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
-
-
 def _ours(params: Params, root: Path, table: str) -> dict[str, list[dict[str, Any]]]:
     """paper row -> our measured rows of `table` (a paper row can be run on several datasets). A row with
     repeats (other training seeds) is one entry: the mean over the seeds scored, with the standard
@@ -67,8 +57,8 @@ def _ours(params: Params, root: Path, table: str) -> dict[str, list[dict[str, An
         scores = [s for s in (_score(root, n, params.profile) for n in names) if s is not None]
         fds = [s[fd] for s in scores if s.get(fd) is not None]
         iss = [s[is_] for s in scores if s.get(is_) is not None]
-        fd_mean, fd_std = _mean_std(fds)
-        is_mean, is_std = _mean_std(iss)
+        fd_mean, fd_std = mean_std(fds)
+        is_mean, is_std = mean_std(iss)
         out.setdefault(paper_row(row.generator, table), []).append({
             "row": name, "dataset": row.dataset, "resolution": row.generator.resolution, "rank": getattr(row.generator, "rank", None),
             "fd": fd_mean, "is": is_mean, "fd_std": fd_std, "is_std": is_std, "seeds": len(fds),
@@ -220,7 +210,7 @@ def _verdict(a: float, sa: float | None, b: float, sb: float | None, digits: int
     return f"direction only (difference {f.format(b - a)} within the combined std {f.format(noise)})"
 
 
-def _compare(better: dict[str, Any] | None, worse: dict[str, Any] | None, claim: str, fd: str) -> tuple[str, str]:
+def _compare(better: dict[str, Any] | None, worse: dict[str, Any] | None) -> tuple[str, str]:
     """(verdict, numbers) for the claim that `better` has the lower score (_verdict)."""
     if better is None or worse is None:
         return "not measured", "-"
@@ -229,19 +219,15 @@ def _compare(better: dict[str, Any] | None, worse: dict[str, Any] | None, claim:
 
 
 def _kpl_results(params: Params, root: Path) -> dict[str, dict[str, Any]]:
-    """Table 3 model -> KPL values (mean over its repeats with other seeds, where there are some) and `seeds`."""
+    """Table 3 model -> KPL values pooled over its repeats with other seeds (pool_repeats)."""
     models = params.project.models if params.project else {}
-    metrics = lambda model: root / paths.REPORTS / "metrics" / "kpl" / f"{model}.json"  # noqa: E731
+    metrics = lambda model: root / paths.kpl_metrics(model)  # noqa: E731
     out = {}
     for base, names in params.repeats_of(models, metrics).items():
         results = [json.loads(metrics(n).read_text()) for n in names if metrics(n).is_file()]
         results = [r for r in results if r.get("profile", params.profile) == params.profile]
-        if not results:
-            continue
-        out[base] = {"seeds": len(results)}
-        for key in ("kpl_z", "kpl_w", "kpl_random"):
-            values = [r[key] for r in results if r.get(key) is not None]
-            out[base][key], out[base][f"{key}_std"] = _mean_std(values)
+        if results:
+            out[base] = pool_repeats(results, ("kpl_z", "kpl_w", "kpl_random"))
     return out
 
 
@@ -258,7 +244,7 @@ def findings(params: Params, root: Path = Path(".")) -> str:
     claims: list[tuple[str, str, str]] = []
     steps = list(TABLE1_LABELS)[:5]
     for before, after in zip(steps[:-1], steps[1:]):
-        verdict, numbers = _compare(_first(t1, after), _first(t1, before), "", fd)
+        verdict, numbers = _compare(_first(t1, after), _first(t1, before))
         claims.append((f"Table 1: {TABLE1_LABELS[after]} improves on {TABLE1_LABELS[before].lstrip('+ ')}", verdict, numbers))
     inr, sg2 = _first(t1, "inr_gan"), _first(t1, "stylegan2")
     if inr and sg2:
@@ -269,7 +255,7 @@ def findings(params: Params, root: Path = Path(".")) -> str:
     ranks = {m["rank"]: m for key, ms in f8.items() if key == "inr_gan" or key.startswith("inr_gan_rank") for m in ms if m["fd"] is not None}
     main = inr["rank"] if inr else None  # INR-GAN's own rank (10 in the paper)
     if 1 in ranks and main in ranks and main != 1:
-        verdict, numbers = _compare(ranks[main], ranks[1], "", fd)
+        verdict, numbers = _compare(ranks[main], ranks[1])
         claims.append((f"Fig. 8: FMM rank {main} beats rank 1", verdict, numbers))
         top = max(ranks)
         if top > main:
@@ -277,7 +263,7 @@ def findings(params: Params, root: Path = Path(".")) -> str:
             shrinks = gain_low > 0 and abs(gain_high) < gain_low
             claims.append((f"Fig. 8: gains shrink after rank {main}", "holds" if shrinks else "does not hold",
                            f"rank 1 -> {main}: {gain_low:+.2f}, rank {main} -> {top}: {gain_high:+.2f} (a drop in {fd} is a gain)"))
-    verdict, numbers = _compare(_first(t2, "inr_gan"), _first(t2, "inr_gan_no_fmm_act"), "", fd)
+    verdict, numbers = _compare(_first(t2, "inr_gan"), _first(t2, "inr_gan_no_fmm_act"))
     claims.append(("Table 2: FMM without its activation is worse", verdict, numbers))
     kpl = _kpl_results(params, root)
     ik, sk = kpl.get("inr_gan", {}), kpl.get("stylegan2", {})  # keyed by row: the default profile's Table 3 pair
