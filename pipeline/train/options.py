@@ -7,10 +7,11 @@ disagree the paper text is the default and the other value is named in the field
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from pipeline.config import ConfigError
 
@@ -33,7 +34,8 @@ RESUMABLE_CHANGES = frozenset({"iterations", "kimg", "snapshot_every", "keep_sna
 class TrainConfig(BaseModel):
     """Everything the training loop needs besides the models and the data."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan: `eps: .inf` or an infinite learning rate would train nothing, silently.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     total_batch: int = Field(default=64, gt=0, description="images per step over all processes (paper: 32/16/8 per GPU x 4 GPUs at 128/256/1024)")
     batch_per_gpu: int | None = Field(default=None, gt=0, description="images per forward pass on one process; smaller than total_batch / processes accumulates gradients (None: no accumulation)")
@@ -51,7 +53,7 @@ class TrainConfig(BaseModel):
     pl_decay: float = Field(default=0.01, gt=0.0, lt=1.0, description="decay of the running mean of path lengths")
     pl_batch_shrink: int = Field(default=2, ge=1, description="the path-length pass uses the G batch divided by this")
     ema: float = Field(default=0.999, ge=0.0, lt=1.0, description="G_ema <- ema * G_ema + (1 - ema) * G after each G step")
-    hflip: bool = Field(default=True, description="random horizontal flips of real images")
+    hflip: bool = Field(default=True, strict=True, description="random horizontal flips of real images")
     mixed_precision: Literal["off", "bf16", "fp16"] = Field(default="off", description="autocast of G and D forward passes; CUDA only")
     snapshot_every: int = Field(default=5000, gt=0, description="steps between network snapshot + training state + sample grid (also written at the end)")
     keep_snapshot_every: int | None = Field(
@@ -67,6 +69,20 @@ class TrainConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: CUDA when available, else CPU")
     discriminator: dict[str, Any] = Field(default_factory=dict, description="discriminator settings (DiscriminatorSpec minus resolution, which follows the generator); empty: StyleGAN2 config-e")
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_yaml_booleans(cls, v: Any, info: ValidationInfo) -> Any:
+        # pydantic reads True as 1 and 1.0: `iterations: true` would train one step.
+        if info.field_name in ("hflip", "mixed_precision", "discriminator"):
+            return v
+        items = v.items() if isinstance(v, Mapping) else enumerate(v) if isinstance(v, (list, tuple)) else [(None, v)]
+        bad = {k: x for k, x in items if isinstance(x, bool)}
+        if bad:
+            shown = bad[None] if None in bad else bad if isinstance(v, Mapping) else list(v)
+            raise ValueError(f"expected a number, got the boolean {shown!r} (YAML reads an unquoted true/false/yes/no/on/off as a "
+                             "boolean); write the number")
+        return v
+
     @field_validator("mixed_precision", mode="before")
     @classmethod
     def _yaml_off(cls, v: Any) -> Any:
@@ -80,10 +96,17 @@ class TrainConfig(BaseModel):
     @field_validator("lr")
     @classmethod
     def _lr(cls, lr: dict[str, float]) -> dict[str, float]:
-        bad = {k: v for k, v in lr.items() if not v > 0}
+        bad = {k: v for k, v in lr.items() if not (v > 0 and math.isfinite(v))}
         if bad:
-            raise ValueError(f"learning rates must be positive, got {bad}")
+            raise ValueError(f"learning rates must be positive and finite, got {bad}")
         return lr
+
+    @field_validator("kimg")
+    @classmethod
+    def _kimg(cls, kimg: float | None) -> float | None:
+        if kimg is not None and not math.isfinite(kimg * 1000):
+            raise ValueError(f"{kimg} is too large to count steps of; give a length in thousands of images, e.g. 25000")
+        return kimg
 
     @field_validator("betas")
     @classmethod
@@ -152,6 +175,8 @@ def resolve_train_config(defaults: TrainConfig | Mapping[str, Any], override: Ma
         for e in err.errors():
             key = ".".join(str(p) for p in e["loc"]) or "(top level)"
             msg = "unknown key (check its spelling)" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
+            if e["type"] in ("finite_number", "int_type", "bool_type", "int_from_float", "float_parsing", "int_parsing"):
+                msg += f", got {e['input']!r}"
             lines.append(f"  {key}: {msg}")
         raise ConfigError("\n".join(lines)) from None
 
@@ -172,3 +197,19 @@ def changed_fields(old: Mapping[str, Any], new: TrainConfig) -> dict[str, tuple[
     """Fields that differ between a checkpoint's options and the current ones and would change the result."""
     current = new.model_dump(mode="json")
     return {k: (old.get(k), v) for k, v in current.items() if k not in RESUMABLE_CHANGES and old.get(k) != v}
+
+
+def recorded_changes(info: Mapping[str, Any], dataset: str, options: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    """What the row a snapshot was trained as (`info`, as the train stage records it: dataset and train
+    options) has other than `dataset` and `options`, among what changes the result (train.seed
+    included, unlike settings_fingerprint: a repeat's snapshot is not its row's). Unrecorded items
+    count as changed: a snapshot that does not say what it is cannot be vouched for."""
+    changes: dict[str, tuple[Any, Any]] = {}
+    if info.get("dataset") != dataset:
+        changes["dataset"] = (info.get("dataset"), dataset)
+    trained = info.get("train")
+    if not isinstance(trained, Mapping):
+        changes["train"] = ("(not recorded)", "the row's train options")
+    else:
+        changes.update({f"train.{k}": change for k, change in changed_fields(trained, options).items()})
+    return changes

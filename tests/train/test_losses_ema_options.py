@@ -225,3 +225,41 @@ def test_plots_file_gains_the_path_length_columns():
     write_plots(out, rows)
     header = next(csv.reader(io.StringIO(out.read_text())))
     assert header == [*PLOT_COLUMNS, "pl_length", "pl_penalty"]
+
+
+@pytest.mark.parametrize("override, expected", [
+    ({"eps": math.inf}, r"eps: Input should be a finite number, got inf"),  # trained nothing: Adam's steps were 0
+    ({"kimg": math.inf}, r"kimg: Input should be a finite number, got inf"),  # an OverflowError from --dry-run
+    ({"kimg": 1e306}, r"kimg: 1e\+306 is too large"),
+    ({"lr": {"d": math.inf}}, r"lr.d: Input should be a finite number, got inf"),
+    ({"betas": [0.0, math.nan]}, r"betas.1: Input should be a finite number, got nan"),
+    ({"r1_gamma": math.inf}, r"r1_gamma: Input should be a finite number, got inf"),
+    ({"iterations": True}, r"iterations: expected a number, got the boolean True \(YAML reads"),  # was one step
+    ({"snapshot_every": False}, r"snapshot_every: expected a number, got the boolean False"),
+    ({"lr": {"d": True}}, r"lr: expected a number, got the boolean \{'d': True\}"),
+    ({"ema": True}, r"ema: expected a number, got the boolean True"),
+    ({"hflip": 1}, r"hflip: Input should be a valid boolean, got 1"),
+])
+def test_non_finite_numbers_and_yaml_booleans_are_named(override, expected):
+    # Issue #15 items 5 and 13.
+    with pytest.raises(ConfigError, match=rf"invalid training options in rows.x.train:\n  {expected}"):
+        resolve_train_config({}, override, where="rows.x.train")
+
+
+def test_yaml_off_still_means_no_mixed_precision_and_plain_numbers_still_pass():
+    options = resolve_train_config({}, {"mixed_precision": False, "hflip": False, "r1_gamma": 1, "kimg": 2})
+    assert options.mixed_precision == "off" and options.hflip is False and options.r1_gamma == 1.0 and options.total_steps == 31
+
+
+def test_dry_run_with_infinite_kimg_is_a_named_error(project: Path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    data = yaml.safe_load(Path("params.yaml").read_text())
+    data["train"]["kimg"] = math.inf
+    data["train"].pop("iterations", None)
+    Path("params.yaml").write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(app, ["train", "--row", "inr_gan", "--dry-run"])
+    assert isinstance(result.exception, ConfigError) and "kimg: Input should be a finite number, got inf" in str(result.exception)
