@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import zipfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,12 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write `payload` with torch.save; readers see the old file or the new one, never half of one."""
-    with atomic_file(path) as tmp:
-        torch.save({"format": FORMAT_VERSION, **payload}, tmp)
+    """Write `payload` with torch.save; readers see the old file or the new one, never half of one.
+
+    torch.save names the zip records after the file it is given a path to (here a random temporary
+    name), but uses a fixed prefix for a file object: equal payloads then give equal bytes."""
+    with atomic_file(path) as tmp, open(tmp, "wb") as fh:
+        torch.save({"format": FORMAT_VERSION, **payload}, fh)
 
 
 def kept_snapshot_file(run_dir: str | Path, step: int) -> Path:
@@ -58,8 +62,9 @@ def verify_checkpoint(path: str | Path) -> None:
         raise CheckpointError(f"checkpoint '{path}' is corrupt: member '{bad}' fails its CRC check; {advice}")
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Verify, then load a checkpoint written by save_checkpoint (tensors, numbers, strings only)."""
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", required: Collection[str] = ()) -> dict[str, Any]:
+    """Verify, then load a checkpoint written by save_checkpoint (tensors, numbers, strings only);
+    raise CheckpointError when it lacks any of the `required` keys."""
     path = Path(path)
     verify_checkpoint(path)
     try:
@@ -68,7 +73,24 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"checkpoint '{path}' cannot be read ({err}); it was left as it is") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"'{path}' is not a training checkpoint of format {FORMAT_VERSION} (got {type(payload).__name__}); it was left as it is")
+    missing = sorted(set(required) - set(payload))
+    if missing:
+        raise CheckpointError(
+            f"checkpoint '{path}' lacks {', '.join(map(repr, missing))} (it holds {', '.join(map(repr, sorted(payload)))}): it was not "
+            "written by this pipeline's training, or by an older version; it was left as it is; move it away and re-train the row"
+        )
     return payload
+
+
+def checkpoint_sha256(path: str | Path) -> str:
+    """sha256 of a checkpoint file's bytes: which snapshot a derived result (projections) was made from."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def capture_rng() -> dict[str, Any]:
