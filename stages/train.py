@@ -20,12 +20,11 @@ from pydantic import BaseModel
 
 from pipeline.config import ConfigError, Params, load_params
 from pipeline.data.dataset import PreparedDataset
-from pipeline.io import write_json
 from pipeline.tracking import resolve_tracking_uri, stage_run
 from pipeline.train.benchmark import benchmark_training
 from pipeline.train.checkpoint import TRAINING_STATE, CheckpointError, verify_checkpoint
 from pipeline.train.distributed import init_from_env, shutdown
-from pipeline.train.loop import TrainingInputError, TrainSummary, train
+from pipeline.train.loop import OPTIONS_FILE, TrainingInputError, TrainSummary, train
 from pipeline.train.options import TrainConfig, resolve_train_config
 from pipeline.train.trainer import TrainingDiverged
 from stages import paths
@@ -80,8 +79,6 @@ def run(params: Params, row: str, root: Path = Path("."), resume: bool = True, o
     ctx = init_from_env(environ, options.device)
     try:
         info = resolved(params, row, options)
-        if ctx.is_main:
-            write_json(out_dir / "options.json", {**info, "world_size": ctx.world_size, "device": str(ctx.device)})
         tags = {"stage": "train", "row": row, "dataset": cfg.dataset, "profile": params.profile}
         tracking = (stage_run(resolve_tracking_uri(params.tracking.uri), params.tracking.experiment, f"train/{row}", tags,
                               {**info, "world_size": ctx.world_size}) if ctx.is_main else nullcontext(None))
@@ -91,9 +88,10 @@ def run(params: Params, row: str, root: Path = Path("."), resume: bool = True, o
                 options, make_g, make_d, dataset, out_dir, ctx=ctx, resume=resume, plots_path=root / paths.train_plots(row), tracker=tracker,
                 snapshot_info=info, identity={"dataset": cfg.dataset, "generator": cfg.generator.model_dump(mode="json")},
                 restart_on_change=restart_on_change, dataset_name=f"{cfg.dataset} ({dataset.root})", progress=progress,
+                options_record={**info, "world_size": ctx.world_size, "device": str(ctx.device)},
             )
             if tracker is not None:
-                tracker.log_artifact(out_dir / "options.json")
+                tracker.log_artifact(out_dir / OPTIONS_FILE)
         return summary
     finally:
         shutdown(ctx)

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,7 +31,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from pipeline.data.preview import save_grid
-from pipeline.io import write_text
+from pipeline.io import write_json, write_text
 from pipeline.train.checkpoint import (
     KEPT_SNAPSHOTS_DIR,
     NETWORK_SNAPSHOT,
@@ -46,6 +49,14 @@ from pipeline.train.trainer import D_STATS, G_STATS, GANTrainer, TrainingDiverge
 
 PLOT_COLUMNS = ("step", "kimg", *G_STATS, *D_STATS, "images_per_s")
 SAMPLES_DIR = "samples"
+OPTIONS_FILE = "options.json"
+# A run that starts over keeps the earlier run's outputs here until its own first checkpoint exists.
+PREVIOUS_RUN_DIR = ".previous-run"
+# The training state first: its absence at the top level is what says "the new run has no checkpoint yet".
+RUN_OUTPUTS = (TRAINING_STATE, NETWORK_SNAPSHOT, KEPT_SNAPSHOTS_DIR, SAMPLES_DIR, OPTIONS_FILE)
+_ASIDE_COMPLETE = ".complete"
+
+STATE_KEYS = ("models", "step", "images_seen", "log", "rng", "sampler", "options")
 
 
 class TrainingInputError(ValueError):
@@ -151,7 +162,7 @@ def _load_resume_state(path: Path, options: TrainConfig, identity: dict[str, Any
     configuration and `restart_on_change` (what `dvc repro` wants after a setting changed)."""
     if not path.exists():
         return None
-    state = load_checkpoint(path)  # on the CPU: RNG states must stay there; a corrupt file raises here, always
+    state = load_checkpoint(path, required=STATE_KEYS)  # on the CPU: RNG states must stay there; a corrupt file raises here, always
     changed = changed_fields(state["options"], options)
     before = state.get("identity", {})
     changed.update({k: (before.get(k), v) for k, v in identity.items() if before.get(k) != v})
@@ -173,6 +184,51 @@ def _remove_stale_temporaries(run_dir: Path) -> None:
     for folder in (run_dir, run_dir / SAMPLES_DIR, run_dir / KEPT_SNAPSHOTS_DIR):
         for tmp in folder.glob(".*.tmp*"):
             tmp.unlink(missing_ok=True)
+
+
+def _set_previous_run_aside(run_dir: Path) -> bool:
+    """Move the outputs of an earlier run into run_dir/.previous-run; True when there were any.
+
+    Starting over used to delete the earlier run's kept snapshots before the first step: a restart
+    that then failed left a row that resumed as "already trained" with its curve gone."""
+    present = [name for name in RUN_OUTPUTS if (run_dir / name).exists()]
+    if not present:
+        return False
+    aside = run_dir / PREVIOUS_RUN_DIR
+    aside.mkdir()
+    for name in present:
+        os.replace(run_dir / name, aside / name)
+    (aside / _ASIDE_COMPLETE).touch()  # from here on, anything at the top level is the new run's
+    return True
+
+
+def _restore_previous_run(run_dir: Path) -> None:
+    """Put the earlier run's outputs back, dropping what a start-over wrote before its first checkpoint."""
+    aside = run_dir / PREVIOUS_RUN_DIR
+    complete = (aside / _ASIDE_COMPLETE).exists()
+    for name in RUN_OUTPUTS:
+        ours, theirs = run_dir / name, aside / name
+        # Before the move finished, the top level still holds the earlier run's own files: keep them.
+        if ours.exists() and (complete or theirs.exists()):
+            shutil.rmtree(ours) if ours.is_dir() else ours.unlink()
+        if theirs.exists():
+            os.replace(theirs, ours)
+    shutil.rmtree(aside)
+
+
+def _recover_previous_run(run_dir: Path) -> bool:
+    """Finish what a killed start-over left behind; True when the earlier run's outputs were put back.
+
+    With a training state at the top level the start-over reached its first checkpoint and the
+    earlier run is superseded; without one it never did, and the earlier run is still the row's."""
+    aside = run_dir / PREVIOUS_RUN_DIR
+    if not aside.exists():
+        return False
+    if (run_dir / TRAINING_STATE).exists() and (aside / _ASIDE_COMPLETE).exists():
+        shutil.rmtree(aside)
+        return False
+    _restore_previous_run(run_dir)
+    return True
 
 
 def _remove_kept_snapshots_after(run_dir: Path, step: int) -> None:
@@ -200,6 +256,7 @@ def train(
     restart_on_change: bool = False,
     dataset_name: str = "",
     progress: bool = True,
+    options_record: dict[str, Any] | None = None,
 ) -> TrainSummary:
     """Train to options.total_steps, resuming from run_dir/training-state.pt when `resume` and it exists.
 
@@ -209,13 +266,22 @@ def train(
     yields (image (3, S, S) in [-1, 1], label) without flips of its own. `tracker` is a
     pipeline.tracking.Tracker (rank 0 only) or None. `identity` (e.g. the generator's settings) must
     match the checkpoint's, like the options that change the result, for a resume to happen; on a
-    mismatch `restart_on_change` starts over instead of stopping."""
+    mismatch `restart_on_change` starts over instead of stopping. `options_record` is written to
+    run_dir/options.json (rank 0).
+
+    A run that starts over where an earlier one left outputs moves them to run_dir/.previous-run and
+    deletes them only once its own first checkpoint is written; if it fails (or is killed) before
+    that, the earlier run's outputs are put back (at once, or when the next run starts)."""
     t_start = time.perf_counter()
     run_dir = Path(run_dir)
     where = f"'{dataset_name}'" if dataset_name else "(given)"
     per_rank, rounds = options.per_process(ctx.world_size)
     state_path, snapshot_path = run_dir / TRAINING_STATE, run_dir / NETWORK_SNAPSHOT
     identity = dict(identity or {})
+    if ctx.is_main and _recover_previous_run(run_dir):
+        print(f"note: an earlier start-over of '{run_dir}' stopped before its first checkpoint; the run before it was put back",
+              file=sys.stderr)
+    barrier(ctx)  # no rank reads the training state before it is back in place
     state = _load_resume_state(state_path, options, identity, restart_on_change, ctx) if resume else None
 
     torch.manual_seed(options.seed)  # identical initial models on every rank (broadcast makes sure)
@@ -245,9 +311,6 @@ def train(
     resumed_from = step if state is not None else None
     del state
 
-    if ctx.is_main:
-        _remove_stale_temporaries(run_dir)
-        _remove_kept_snapshots_after(run_dir, step)
     total_steps = options.total_steps
     sampler = GlobalBatchSampler(len(dataset), options.total_batch, ctx.rank, ctx.world_size, options.seed, start_step=step)
     # The loader gets its own generator: drawing worker seeds from the global one would shift the
@@ -285,54 +348,75 @@ def train(
                 "models": trainer.state_dict(), "step": at_step, "images_seen": images_seen, "log": log_rows, "rng": rng,
                 "sampler": sampler.position(at_step), "options": options.model_dump(mode="json"), "identity": identity,
             })
+            if aside[0]:
+                shutil.rmtree(run_dir / PREVIOUS_RUN_DIR)  # this run now has a checkpoint: the earlier one is superseded
+                aside[0] = False
             if tracker is not None:
                 tracker.log_artifact(grid, SAMPLES_DIR)
         barrier(ctx)
 
-    window = {"t": time.perf_counter(), "images": 0, "sums": {}, "n": 0}
-    stats: dict[str, float] = {}
-    with _progress(progress and ctx.is_main, total_steps, step) as update_bar:
-        data = iter(loader)
-        while step < total_steps:
-            reals, _ = next(data)
-            z_d, z_g, flips = step_randomness(options.seed, step, options.total_batch, generator.z_dim)
-            share = slice(ctx.rank, None, ctx.world_size)
-            reals = reals.to(ctx.device, non_blocking=True)
-            if options.hflip:
-                reals = torch.where(flips[share].to(ctx.device).view(-1, 1, 1, 1), reals.flip(-1), reals)
-            try:
-                stats = trainer.step(reals, z_d[share].to(ctx.device), z_g[share].to(ctx.device), step)
-            except TrainingDiverged as err:
-                kept = f"the last good checkpoint '{state_path}' (step {last_saved}) is kept" if last_saved is not None else "no checkpoint was written yet"
-                raise TrainingDiverged(f"{err}; training stopped, {kept}. Lower the learning rates, raise r1_gamma or turn mixed precision off") from None
-            step += 1
-            images_seen += options.total_batch
-            window["images"] += options.total_batch
-            window["n"] += 1
-            for k, v in stats.items():
-                window["sums"][k] = window["sums"].get(k, 0.0) + v
-            text = ""
-            if step % options.log_every == 0 or step == total_steps:
-                seconds = time.perf_counter() - window["t"]
-                row = {"step": step, "kimg": images_seen / 1000, **{k: v / window["n"] for k, v in window["sums"].items()},
-                       "images_per_s": window["images"] / max(seconds, 1e-9)}
-                log_rows.append(row)
-                if tracker is not None:
-                    tracker.log_metrics({k: v for k, v in row.items() if k != "step"}, step=images_seen)
-                text = (f"kimg {row['kimg']:.2f}  {row['images_per_s']:.1f} img/s  G {row['loss_g']:.3f}  "
-                        f"D {row['loss_d_fake'] + row['loss_d_real']:.3f}  R1 {row['r1_penalty']:.3f}")
-                window = {"t": time.perf_counter(), "images": 0, "sums": {}, "n": 0}
-            keep = options.keep_snapshot_every is not None and (step % options.keep_snapshot_every == 0 or step == total_steps)
-            if keep:
-                # Before the training state of the same step: a state never outlives the kept snapshots up to it.
-                keep_snapshot(step)
-            checkpoint = step % options.snapshot_every == 0 or step == total_steps
-            if checkpoint:
-                save(step)
-                last_saved = step
-            if keep or checkpoint:
-                window["t"] = time.perf_counter()  # images/s measures training, not checkpoint writing
-            update_bar(step, text)
+    # One-element list: save() below clears it once the new run's first checkpoint supersedes the earlier run.
+    aside = [False]
+    if ctx.is_main:
+        _remove_stale_temporaries(run_dir)
+        if resumed_from is not None:
+            _remove_kept_snapshots_after(run_dir, step)
+        else:
+            aside[0] = _set_previous_run_aside(run_dir)
+        if options_record is not None:
+            write_json(run_dir / OPTIONS_FILE, options_record)
+    try:
+        window = {"t": time.perf_counter(), "images": 0, "sums": {}, "n": 0}
+        stats: dict[str, float] = {}
+        with _progress(progress and ctx.is_main, total_steps, step) as update_bar:
+            data = iter(loader)
+            while step < total_steps:
+                reals, _ = next(data)
+                z_d, z_g, flips = step_randomness(options.seed, step, options.total_batch, generator.z_dim)
+                share = slice(ctx.rank, None, ctx.world_size)
+                reals = reals.to(ctx.device, non_blocking=True)
+                if options.hflip:
+                    reals = torch.where(flips[share].to(ctx.device).view(-1, 1, 1, 1), reals.flip(-1), reals)
+                try:
+                    stats = trainer.step(reals, z_d[share].to(ctx.device), z_g[share].to(ctx.device), step)
+                except TrainingDiverged as err:
+                    kept = (f"the last good checkpoint '{state_path}' (step {last_saved}) is kept" if last_saved is not None else
+                            "no checkpoint was written yet" + (", and the earlier run's outputs were put back" if aside[0] else ""))
+                    raise TrainingDiverged(f"{err}; training stopped, {kept}. Lower the learning rates, raise r1_gamma or turn mixed precision off") from None
+                step += 1
+                images_seen += options.total_batch
+                window["images"] += options.total_batch
+                window["n"] += 1
+                for k, v in stats.items():
+                    window["sums"][k] = window["sums"].get(k, 0.0) + v
+                text = ""
+                if step % options.log_every == 0 or step == total_steps:
+                    seconds = time.perf_counter() - window["t"]
+                    row = {"step": step, "kimg": images_seen / 1000, **{k: v / window["n"] for k, v in window["sums"].items()},
+                           "images_per_s": window["images"] / max(seconds, 1e-9)}
+                    log_rows.append(row)
+                    if tracker is not None:
+                        tracker.log_metrics({k: v for k, v in row.items() if k != "step"}, step=images_seen)
+                    text = (f"kimg {row['kimg']:.2f}  {row['images_per_s']:.1f} img/s  G {row['loss_g']:.3f}  "
+                            f"D {row['loss_d_fake'] + row['loss_d_real']:.3f}  R1 {row['r1_penalty']:.3f}")
+                    window = {"t": time.perf_counter(), "images": 0, "sums": {}, "n": 0}
+                keep = options.keep_snapshot_every is not None and (step % options.keep_snapshot_every == 0 or step == total_steps)
+                if keep:
+                    # Before the training state of the same step: a state never outlives the kept snapshots up to it.
+                    keep_snapshot(step)
+                checkpoint = step % options.snapshot_every == 0 or step == total_steps
+                if checkpoint:
+                    save(step)
+                    last_saved = step
+                if keep or checkpoint:
+                    window["t"] = time.perf_counter()  # images/s measures training, not checkpoint writing
+                update_bar(step, text)
+    except BaseException:
+        if aside[0]:
+            _restore_previous_run(run_dir)
+            print(f"note: training stopped before its first checkpoint; the earlier run's outputs in '{run_dir}' were put back",
+                  file=sys.stderr)
+        raise
     if ctx.is_main and plots_path is not None and last_saved == resumed_from:
         # Nothing was trained (resumed at the end): `dvc repro -f` deletes the plots file before the
         # stage runs, so write it again from the log the training state keeps.
