@@ -19,6 +19,7 @@ from pipeline.analysis.projection import to_uint8
 from pipeline.analysis.properties import (
     SUPERRES_BASELINES,
     extrapolate,
+    extrapolation_grid,
     frequency_norms,
     interpolate,
     save_extrapolation_figure,
@@ -55,6 +56,11 @@ def run(params: Params, row: str, root: Path = Path("."), progress: bool = True)
     sampler = GeneratorSampler(generator, cfg.truncation_psi, device)
     G = sampler.G
     s = int(G.resolution)
+    try:  # a margin that would need fractional pixels stops here, before the MLflow run opens
+        for m in cfg.margins:
+            extrapolation_grid(s, m)
+    except ValueError as err:
+        raise ConfigError(f"properties.margins {cfg.margins} cannot be drawn for row {row!r}: {err}") from None
     out_dir = root / paths.properties_dir(row)
     tags = {"stage": "properties", "row": row, "dataset": params.row(row).dataset, "profile": params.profile}
     with stage_run(resolve_tracking_uri(params.tracking.uri), params.tracking.experiment, f"properties/{row}", tags,
@@ -65,7 +71,10 @@ def run(params: Params, row: str, root: Path = Path("."), progress: bool = True)
             w = sampler.mapping(latents_for_seeds(seeds, G.z_dim).to(device))
         w_a, w_b = w[:n], w[n:]
 
-        wides = extrapolate(G, w_a, cfg.margins)
+        try:
+            wides = extrapolate(G, w_a, cfg.margins)
+        except ValueError as err:  # a lower block of the multi-scale INR that the margin would put off its pixel grid
+            raise ConfigError(f"properties.margins {cfg.margins} cannot be drawn for row {row!r}: {err}") from None
         native = super_resolve(G, w_a, cfg.superres_factor)
         centre_error = max(float((wide[..., round(m * s): round(m * s) + s, round(m * s): round(m * s) + s] - native["native"]).abs().max())
                            for wide, m in zip(wides, cfg.margins))

@@ -33,7 +33,7 @@ from pipeline.metrics.scoring import (
 from pipeline.progress import progress_bar
 from pipeline.tracking import resolve_tracking_uri, stage_run
 from pipeline.train.checkpoint import KEPT_SNAPSHOTS_DIR, NETWORK_SNAPSHOT, kept_snapshot_files
-from pipeline.train.options import resolve_train_config
+from pipeline.train.options import recorded_changes, resolve_train_config
 from stages import paths
 from stages.reference import Reference, build_extractor, load_reference, reference_stats_file
 
@@ -75,13 +75,23 @@ def load_ema_generator(params: Params, row: str, path: Path) -> tuple[nn.Module,
     from pipeline.train.checkpoint import load_checkpoint
 
     cfg = params.row(row)
-    payload = load_checkpoint(path)
+    payload = load_checkpoint(path, required=("G_ema", "info"))
     spec = parse_generator_spec(cfg.generator)
-    trained_with = (payload.get("info") or {}).get("generator")
-    if trained_with is not None and _spec_dump(trained_with) != spec.model_dump(mode="json"):
+    info = payload["info"] if isinstance(payload["info"], Mapping) else {}
+    trained_with = info.get("generator")
+    if trained_with is None or _spec_dump(trained_with) != spec.model_dump(mode="json"):
         raise MetricsInputError(
             f"snapshot '{path}' was trained with generator settings {trained_with}, but params.yaml now says "
             f"{spec.model_dump(mode='json')}; re-train the row (`pipeline train --row {row} --no-resume`) or restore its settings"
+        )
+    # The same generator on another dataset, or with other training settings, is another row's snapshot:
+    # scoring it would write that row's numbers under this row's name.
+    changes = recorded_changes(info, cfg.dataset, resolve_train_config(params.train, cfg.train, where=f"train + rows.{row}.train"))
+    if changes:
+        shown = "; ".join(f"{k}: {old!r} there, {new!r} in params.yaml" for k, (old, new) in changes.items())
+        raise MetricsInputError(
+            f"snapshot '{path}' is not row {row!r} as params.yaml defines it (recorded row {info.get('row')!r}; {shown}); "
+            f"re-train the row (`pipeline train --row {row} --no-resume`) or restore its settings"
         )
     generator = load_generator(build_generator(spec), payload["G_ema"], str(path))
     return generator, {"step": int(payload.get("step", 0)), "kimg": float(payload.get("kimg", 0.0))}

@@ -18,16 +18,18 @@ from pipeline.models.registry import build_generator
 from pipeline.train.checkpoint import save_checkpoint
 from stages import paths
 from stages import properties as stage
+from stages import train
 from stages.score import snapshot_file
 
 runner = CliRunner()
 
 
 def _snapshot(row: str) -> None:
-    settings = load_params("params.yaml").rows[row].generator.model_dump(mode="json")
+    params = load_params("params.yaml")
     torch.manual_seed(0)
-    g = build_generator(settings)
-    save_checkpoint(snapshot_file(row), {"G": g.state_dict(), "G_ema": g.state_dict(), "D": {}, "info": {"generator": settings},
+    g = build_generator(params.rows[row].generator.model_dump(mode="json"))
+    # info: what the train stage records of the row a snapshot was trained as
+    save_checkpoint(snapshot_file(row), {"G": g.state_dict(), "G_ema": g.state_dict(), "D": {}, "info": train.resolved(params, row),
                                          "step": 4, "kimg": 0.064})
 
 
@@ -61,3 +63,24 @@ def test_sample_draws_any_grid_and_refuses_what_a_row_cannot_draw(project: Path)
     _snapshot("stylegan2")
     with pytest.raises(ConfigError, match=r"fixed 32x32 pixel grid"):
         stage.sample(load_params("params.yaml"), "stylegan2", 64, num=2, device="cpu")
+
+
+@pytest.mark.parametrize("margins, expected", [
+    (".nan", r"properties.margins must be positive finite numbers .*got \[nan\]"),
+    ("-0.25", r"properties.margins must be positive finite numbers .*got \[-0.25\]"),
+    (".inf", r"properties.margins must be positive finite numbers .*got \[inf\]"),
+])
+def test_non_finite_or_negative_margins_are_named_when_params_are_read(project: Path, margins: str, expected: str) -> None:
+    # Issue #15 item 13: these gave runtime tracebacks in the properties stage.
+    text = Path("params.yaml").read_text()
+    Path("params.yaml").write_text(text.replace("margins: [0.5]", f"margins: [{margins}]"))
+    with pytest.raises(ConfigError, match=expected):
+        load_params("params.yaml")
+
+
+def test_margin_off_the_pixel_grid_is_a_config_error_before_any_output(project: Path) -> None:
+    _snapshot("inr_gan")
+    Path("params.yaml").write_text(Path("params.yaml").read_text().replace("margins: [0.5]", "margins: [0.3]"))
+    with pytest.raises(ConfigError, match=r"properties.margins \[0.3\] cannot be drawn for row 'inr_gan': extrapolation margin 0.3 gives"):
+        stage.run(load_params("params.yaml"), "inr_gan", progress=False)
+    assert not paths.properties_metrics("inr_gan").exists()

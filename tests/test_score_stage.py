@@ -14,8 +14,8 @@ from pipeline.config import Params
 from pipeline.metrics.options import DomainNetConfig, ReferenceConfig, ScoreConfig
 from pipeline.metrics.scoring import MetricsInputError
 from pipeline.models.registry import build_generator
-from pipeline.train.checkpoint import kept_snapshot_file, save_checkpoint
-from stages import prepare, reference, score
+from pipeline.train.checkpoint import CheckpointError, kept_snapshot_file, save_checkpoint
+from stages import prepare, reference, score, train
 
 TINY = dict(kind="inr_gan", resolution=32, z_dim=8, hyper_dim=16, hyper_residual=1, rank=2,
             blocks=[dict(resolution=16, width=8, n_freqs=4, n_layers=1), dict(resolution=32, width=8, n_freqs=2, n_layers=1, to_rgb=True)])
@@ -37,19 +37,20 @@ def _params(micro: dict, **overrides) -> StudyParams:
     return StudyParams.model_validate(micro)
 
 
-def _snapshot(root: Path, row: str, settings: dict) -> None:
+def _snapshot(root: Path, params: Params, row: str = "toy", settings: dict = TINY) -> None:
     torch.manual_seed(0)
     g = build_generator(settings)
+    # info: what the train stage records of the row a snapshot was trained as
     save_checkpoint(root / score.snapshot_file(row), {"G": g.state_dict(), "G_ema": g.state_dict(), "D": {},
-                                                      "info": {"generator": settings}, "step": 10, "kimg": 0.32})
+                                                      "info": train.resolved(params, row), "step": 10, "kimg": 0.32})
 
 
-def _kept_snapshot(root: Path, row: str, settings: dict, step: int, seed: int) -> None:
+def _kept_snapshot(root: Path, params: Params, step: int, seed: int, row: str = "toy", settings: dict = TINY) -> None:
     # The keys the training loop writes (tests/train/test_loop.py checks them there).
     torch.manual_seed(seed)
     g = build_generator(settings)
     save_checkpoint(kept_snapshot_file(root / score.snapshot_file(row).parent, step),
-                    {"G_ema": g.state_dict(), "options": {}, "info": {"generator": settings}, "step": step, "kimg": step * 0.032})
+                    {"G_ema": g.state_dict(), "options": {}, "info": train.resolved(params, row), "step": step, "kimg": step * 0.032})
 
 
 @pytest.fixture
@@ -67,7 +68,7 @@ def test_reference_then_score_writes_repeatable_metrics(study):
     assert ref["features"] == "domain" and ref["num_images"] == 128 and 0 <= ref["domain_holdout_accuracy"] <= 1
     assert (root / reference.reference_stats_file("faces32")).is_file() and (root / reference.domain_net_file("faces32")).is_file()
 
-    _snapshot(root, "toy", TINY)
+    _snapshot(root, params)
     first = score.run(params, "toy", progress=False)
     written = json.loads((root / score.score_metrics_file("toy")).read_text())
     for key in ("fd_domain", "is_domain", "fd_domain_up2x_nearest", "fd_domain_up2x_bilinear", "fd_domain_up2x_bicubic", "fd_domain_up2x_grid"):
@@ -98,7 +99,7 @@ def test_noisy_stylegan2_scores_repeat_exactly(study, micro_dict):
             if name.endswith("noise_strength"):
                 p.fill_(1.0)  # trained StyleGAN2s use their noise; at initialisation its strength is 0
     save_checkpoint(root / score.snapshot_file("toy"), {"G": g.state_dict(), "G_ema": g.state_dict(), "D": {},
-                                                        "info": {"generator": toy}, "step": 10, "kimg": 0.32})
+                                                        "info": train.resolved(params, "toy"), "step": 10, "kimg": 0.32})
     first = score.run(params, "toy", progress=False)
     torch.manual_seed(12345)  # a different global RNG state before the second scoring
     again = score.run(params, "toy", progress=False)
@@ -114,7 +115,7 @@ def test_untrained_row_fails_and_writes_nothing(study):
 
 def test_reference_resolution_mismatch_fails(study, micro_dict):
     root, params = study
-    _snapshot(root, "toy", TINY)
+    _snapshot(root, params)
     wrong_2x = _params(micro_dict, score={"upsampled": {"faces32": "faces32"}})
     with pytest.raises(MetricsInputError, match=r"32 px images but UpsampledFID of row 'toy'.*needs 64 px"):
         score.run(wrong_2x, "toy", progress=False)
@@ -137,7 +138,7 @@ def test_too_few_real_images_fails_and_keeps_old_reference(study, micro_dict):
 
 def test_missing_reference_names_the_command(project, micro_dict):
     params = _params(micro_dict)
-    _snapshot(project, "toy", TINY)
+    _snapshot(project, params)
     with pytest.raises(MetricsInputError, match=r"pipeline reference --dataset faces32"):
         score.run(params, "toy", progress=False)
 
@@ -145,9 +146,9 @@ def test_missing_reference_names_the_command(project, micro_dict):
 def test_curve_scores_every_kept_snapshot_with_the_main_scores_seeds(study, micro_dict):
     root, _ = study
     params = _params(micro_dict, score={"upsampled": {}, "curve": {"rows": ["toy"], "num_images": 24}})
-    _snapshot(root, "toy", TINY)  # G_ema of seed 0, step 10
-    _kept_snapshot(root, "toy", TINY, step=5, seed=1)
-    _kept_snapshot(root, "toy", TINY, step=10, seed=0)  # the last kept snapshot is the final G_ema
+    _snapshot(root, params)  # G_ema of seed 0, step 10
+    _kept_snapshot(root, params, step=5, seed=1)
+    _kept_snapshot(root, params, step=10, seed=0)  # the last kept snapshot is the final G_ema
     result = score.run(params, "toy", progress=False)
     written = json.loads((root / score.score_metrics_file("toy")).read_text())
     assert [(p["step"], p["kimg"]) for p in written["curve"]] == [(5, pytest.approx(0.16)), (10, pytest.approx(0.32))]
@@ -167,8 +168,8 @@ def test_curve_scores_every_kept_snapshot_with_the_main_scores_seeds(study, micr
 
 
 def test_curve_row_without_kept_snapshots_fails_naming_the_option(study, micro_dict):
-    root, _ = study
-    _snapshot(root, "toy", TINY)
+    root, study_params = study
+    _snapshot(root, study_params)
     params = _params(micro_dict, score={"curve": {"rows": ["toy"], "num_images": 8}}, train={"keep_snapshot_every": None})
     with pytest.raises(MetricsInputError, match=r"score.curve lists row 'toy' but .*holds no kept snapshots: "
                                                 r"train.keep_snapshot_every is not set.*pipeline train --row toy --no-resume"):
@@ -177,3 +178,35 @@ def test_curve_row_without_kept_snapshots_fails_naming_the_option(study, micro_d
     with pytest.raises(MetricsInputError, match=r"trained before train.keep_snapshot_every \(2\) was set"):
         score.run(trained_before, "toy", progress=False)
     assert not (root / score.score_metrics_file("toy")).exists()
+
+
+def test_snapshot_of_another_row_with_the_same_generator_is_refused(project, micro_dict):
+    # Issue #15 item 2: only the generator settings were compared, so another dataset's (or another
+    # seed's, or other training settings') snapshot was scored under this row's name.
+    params = _params(micro_dict)
+    metrics = project / score.score_metrics_file("toy")
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text('{"fd_domain": 1.0}')
+    other_dataset = StudyParams.model_validate({**params.model_dump(), "rows": {"toy": {"dataset": "faces32_test", "table": "test", "generator": TINY}}})
+    other_seed = _params(micro_dict, train={"seed": 7})
+    other_gamma = _params(micro_dict, train={"r1_gamma": 0.5})
+    for trained_as, expected in ((other_dataset, r"dataset: 'faces32_test' there, 'faces32' in params.yaml"),
+                                 (other_seed, r"train.seed: 7 there, 0 in params.yaml"),
+                                 (other_gamma, r"train.r1_gamma: 0.5 there, .* in params.yaml")):
+        _snapshot(project, trained_as)
+        with pytest.raises(MetricsInputError, match=r"snapshot 'runs/toy/network-snapshot.pt' is not row 'toy' as params.yaml defines it "
+                                                    rf"\(recorded row 'toy'; {expected}\); re-train the row \(`pipeline train --row toy --no-resume`\)"):
+            score.run(params, "toy", progress=False)
+    # A snapshot that records no training options (not written by `pipeline train`) cannot be vouched for.
+    save_checkpoint(project / score.snapshot_file("toy"), {"G_ema": build_generator(TINY).state_dict(), "info": {"generator": TINY}})
+    with pytest.raises(MetricsInputError, match=r"dataset: None there.*train: '\(not recorded\)' there"):
+        score.run(params, "toy", progress=False)
+    # Nor does a checkpoint without G_ema or info: named, not a KeyError.
+    save_checkpoint(project / score.snapshot_file("toy"), {"step": 3})
+    with pytest.raises(CheckpointError, match=r"checkpoint 'runs/toy/network-snapshot.pt' lacks 'G_ema', 'info'"):
+        score.run(params, "toy", progress=False)
+    assert metrics.read_text() == '{"fd_domain": 1.0}'
+    # Changing only the training length (resumable) keeps the snapshot this row's.
+    _snapshot(project, _params(micro_dict, train={"iterations": 40, "snapshot_every": 10}))
+    generator, info = score.load_snapshot_generator(params, "toy", project)
+    assert info["step"] == 10

@@ -6,10 +6,11 @@ Reading params.yaml imports this module and never the projection or keypoint cod
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 if TYPE_CHECKING:
     import torch
@@ -159,4 +160,13 @@ class PropertiesConfig(BaseModel):
     interpolation_steps: int = Field(default=7, ge=2, description="images from one end to the other, both included")
     frequency_images: int = Field(default=128, gt=0, description="images whose Fourier bases make the Fig. 17 histograms (paper: 128)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @field_validator("margins")
+    @classmethod
+    def _margins(cls, margins: list[float]) -> list[float]:
+        # NaN, infinite or negative margins would otherwise fail deep inside rendering, as tracebacks.
+        bad = [m for m in margins if not (math.isfinite(m) and m > 0)]
+        if bad:
+            raise ValueError(f"properties.margins must be positive finite numbers (e.g. [0.25, 0.5]), got {bad} in {margins}")
+        return margins
 
