@@ -6,7 +6,8 @@ The prepared format, read by `PreparedDataset`, is a folder holding
   keypoints.npy  float32 (N, K, 2), (x, y) in [0, 1]; only for sources with ground-truth keypoints
   meta.json      source, resolution, filter, counts, class and keypoint names, channel statistics
 It is written into a temporary folder that replaces the output in one rename at the end, so an
-interrupted or failed preparation leaves nothing behind.
+interrupted or failed preparation leaves nothing behind. meta.json holds no timings: the folder is a
+DVC dependency of later stages, and preparing the same data again must give the same bytes.
 """
 
 from __future__ import annotations
@@ -26,19 +27,37 @@ from PIL import Image
 from pipeline.config import DatasetConfig
 from pipeline.data import synthetic_faces
 from pipeline.data.sources import IMAGE_EXTENSIONS, FolderSource, ImageSource, LSUN10Source, LSUNSource, RawImage, ZipSource
-from pipeline.io import atomic_dir
+from pipeline.io import atomic_dir, check_free_space, no_space_as_error, preallocate
 
 RESAMPLE = {"box": Image.BOX, "lanczos": Image.LANCZOS, "bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
 MAX_BAD_NAMES_REPORTED = 20
+# A source image whose shorter side is below resolution / TINY_FACTOR becomes a nearly flat upscale.
+TINY_FACTOR = 4
 
 
 class PrepareError(ValueError):
     """Preparation cannot produce a trustworthy dataset; nothing was written."""
 
 
+class UnsupportedImage(ValueError):
+    """An image decodes, but into pixel values that have no faithful 8-bit RGB form."""
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """16-bit greyscale scaled to 8 bits (Pillow's convert("RGB") clips it to 255: nearly white)."""
+    if img.mode.startswith("I;16") or img.mode == "I":
+        values = np.asarray(img)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise UnsupportedImage(f"32-bit integer pixels (mode {img.mode}, values {values.min()}..{values.max()})")
+        return Image.fromarray(np.round(values.astype(np.float64) / 257.0).astype(np.uint8), mode="L")
+    if img.mode == "F":
+        raise UnsupportedImage("floating-point pixels (mode F), whose range is not defined")
+    return img
+
+
 def crop_and_resize(img: Image.Image, resolution: int, filter: str) -> np.ndarray:
     """Centre-crop to a square on the shorter side, then resize to `resolution` with `filter`."""
-    img = img.convert("RGB")
+    img = _to_8bit(img).convert("RGB")
     w, h = img.size
     side = min(w, h)
     left, top = (w - side) // 2, (h - side) // 2
@@ -54,26 +73,34 @@ class Chunk:
     labels: np.ndarray
     keypoints: np.ndarray | None
     bad: list[str]
+    tiny: list[str]  # "name (W x H)" of images upscaled by more than TINY_FACTOR
 
 
 def _decode_chunk(args: tuple[list[RawImage], int, str]) -> Chunk:
     raws, resolution, filter = args
-    images, labels, bad = [], [], []
+    images, labels, bad, tiny = [], [], [], []
     for raw in raws:
         try:
             with Image.open(io.BytesIO(raw.data)) as img:
                 images.append(crop_and_resize(img, resolution, filter))
+                size = img.size
             labels.append(raw.label)
+        except UnsupportedImage as err:
+            raise PrepareError(f"image '{raw.name}' has {err}; convert it to 8-bit RGB (or remove it) and prepare again. "
+                               "Nothing was written.") from None
         except Exception:  # noqa: BLE001 - any decoder failure means a corrupt file, counted below
             bad.append(raw.name)
+            continue
+        if min(size) * TINY_FACTOR < resolution:
+            tiny.append(f"{raw.name} ({size[0]} x {size[1]})")
     arr = np.stack(images) if images else np.zeros((0, resolution, resolution, 3), np.uint8)
-    return Chunk(arr, np.asarray(labels, np.int64), None, bad)
+    return Chunk(arr, np.asarray(labels, np.int64), None, bad, tiny)
 
 
 def _render_chunk(args: tuple[int, int, int, int]) -> Chunk:
     start, stop, resolution, seed = args
     batch = synthetic_faces.render_faces(np.arange(start, stop), resolution, seed)
-    return Chunk(batch.images, batch.labels, batch.keypoints, [])
+    return Chunk(batch.images, batch.labels, batch.keypoints, [], [])
 
 
 def open_source(cfg: DatasetConfig) -> ImageSource:
@@ -132,12 +159,16 @@ def prepare_dataset(
     workers: int = 1,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
-    """Prepare one dataset into `out_dir` (replaced atomically) and return its statistics.
+    """Prepare one dataset into `out_dir` (replaced atomically) and return its statistics: meta.json's
+    plus `seconds`, the time it took (kept out of meta.json, which must not change between runs).
 
     Unreadable images are skipped, counted and named in a warning; if more than
     `cfg.max_bad_fraction` of the candidates are unreadable, or none is readable, PrepareError is
-    raised and `out_dir` is left as it was."""
+    raised and `out_dir` is left as it was. Images far smaller than the resolution are counted and
+    named in a warning. A disk without room for the output raises NoSpaceLeft before any image is
+    decoded (the space is reserved up front), leaving `out_dir` as it was."""
     t0 = time.perf_counter()
+    out_dir = Path(out_dir)
     candidates, work, worker, class_names, keypoint_names = _plan(cfg, chunk_size)
     if candidates == 0:
         raise PrepareError(
@@ -146,20 +177,24 @@ def prepare_dataset(
         )
     max_bad = int(cfg.max_bad_fraction * candidates)
     s = cfg.resolution
-    with atomic_dir(out_dir) as tmp:
-        images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8, shape=(candidates, s, s, 3))
+    image_bytes = candidates * s * s * 3
+    # labels and keypoints are saved at the end; 1 MiB covers the headers and meta.json
+    check_free_space(out_dir, image_bytes + candidates * (8 + 8 * len(keypoint_names)) + (1 << 20))
+    with no_space_as_error(out_dir), atomic_dir(out_dir) as tmp:
+        images = _ImageWriter(tmp / "images.npy", (s, s, 3), candidates, out_dir)
         labels = np.zeros(candidates, np.int64)
         keypoints = np.zeros((candidates, len(keypoint_names), 2), np.float32) if keypoint_names else None
         channel_sum = np.zeros(3, np.float64)
         channel_sq = np.zeros(3, np.float64)
         bad: list[str] = []
+        tiny: list[str] = []
         n = 0
         pool = get_context("spawn").Pool(workers) if workers > 1 else None
         try:
             results = pool.imap(worker, work) if pool else map(worker, work)
             for chunk in results:
                 k = len(chunk.images)
-                images[n : n + k] = chunk.images
+                images.append(chunk.images)
                 labels[n : n + k] = chunk.labels
                 if keypoints is not None:
                     keypoints[n : n + k] = chunk.keypoints
@@ -168,6 +203,7 @@ def prepare_dataset(
                 channel_sq += (pixels**2).sum(0)
                 n += k
                 bad.extend(chunk.bad)
+                tiny.extend(chunk.tiny)
                 if len(bad) > max_bad:
                     raise PrepareError(
                         f"{len(bad)} unreadable images among the first {n + len(bad)} of {candidates}, more than "
@@ -180,12 +216,10 @@ def prepare_dataset(
         finally:
             if pool:
                 pool.terminate()
+            images.close()
         if n == 0:
             raise PrepareError(f"none of the {candidates} images of {cfg.source_paths()} could be decoded; nothing was written")
-        images.flush()
-        del images
-        if n < candidates:
-            _truncate_npy(tmp / "images.npy", n)
+        images.finish()
         np.save(tmp / "labels.npy", labels[:n])
         if keypoints is not None:
             np.save(tmp / "keypoints.npy", keypoints[:n])
@@ -199,29 +233,63 @@ def prepare_dataset(
             "num_candidates": candidates,
             "num_bad": len(bad),
             "bad_names": bad[:MAX_BAD_NAMES_REPORTED],
+            "num_tiny": len(tiny),
+            "tiny_names": tiny[:MAX_BAD_NAMES_REPORTED],
             "num_classes": max(len(class_names), 1),
             "class_names": class_names,
             "class_counts": np.bincount(labels[:n], minlength=max(len(class_names), 1)).tolist(),
             "keypoint_names": keypoint_names,
             "channel_mean": [round(float(x), 4) for x in mean],
             "channel_std": [round(float(x), 4) for x in std],
-            "seconds": round(time.perf_counter() - t0, 3),
         }
         (tmp / "meta.json").write_text(json.dumps(stats, indent=2) + "\n")
     if bad:
         shown = ", ".join(bad[:MAX_BAD_NAMES_REPORTED])
         warnings.warn(f"skipped {len(bad)} unreadable image(s) of {candidates}: {shown}", stacklevel=2)
-    return stats
+    if tiny:
+        shown = ", ".join(tiny[:MAX_BAD_NAMES_REPORTED])
+        warnings.warn(
+            f"{len(tiny)} image(s) of {candidates} have a side under 1/{TINY_FACTOR} of the resolution {s} and were "
+            f"upscaled into nearly flat images (counted as num_tiny in meta.json): {shown}. Remove them or lower the "
+            f"resolution if they are not meant to be there.",
+            stacklevel=2,
+        )
+    return {**stats, "seconds": round(time.perf_counter() - t0, 3)}
 
 
-def _truncate_npy(path: Path, n: int) -> None:
-    """Keep the first n images of an .npy written with room for more (some inputs were corrupt)."""
-    src = np.load(path, mmap_mode="r")
-    out_path = path.with_suffix(".trunc.npy")
-    dst = np.lib.format.open_memmap(out_path, mode="w+", dtype=src.dtype, shape=(n, *src.shape[1:]))
-    step = 4096
-    for i in range(0, n, step):
-        dst[i : i + step] = src[i : min(i + step, n)]
-    dst.flush()
-    del dst, src
-    out_path.replace(path)
+class _ImageWriter:
+    """images.npy written with plain file writes into space reserved up front.
+
+    Not a memory map: a write to a mapped page that the filesystem cannot back (a full disk, a sparse
+    file) kills the process with SIGBUS, leaving no message and a partial temporary; file writes raise
+    OSError instead. The header is written for `capacity` images; `finish` rewrites it for the images
+    appended (numpy pads the first axis to a fixed width, so the header keeps its length) and cuts the
+    file there."""
+
+    def __init__(self, path: Path, image_shape: tuple[int, ...], capacity: int, report_path: Path):
+        self.path, self.image_shape, self.n = path, image_shape, 0
+        self.file = open(path, "wb")
+        self.file.write(self._header(capacity))
+        self.offset = self.file.tell()
+        self.image_bytes = int(np.prod(image_shape))
+        preallocate(self.file.fileno(), self.offset + capacity * self.image_bytes, report_path)
+
+    def _header(self, n: int) -> bytes:
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buf, {"descr": "|u1", "fortran_order": False, "shape": (n, *self.image_shape)})
+        return buf.getvalue()
+
+    def append(self, images: np.ndarray) -> None:
+        self.file.write(np.ascontiguousarray(images, np.uint8).tobytes())
+        self.n += len(images)
+
+    def close(self) -> None:
+        self.file.close()
+
+    def finish(self) -> None:
+        header = self._header(self.n)
+        if len(header) != self.offset:
+            raise RuntimeError(f"numpy wrote an .npy header of {len(header)} bytes for {self.n} images, {self.offset} for the capacity")
+        with open(self.path, "r+b") as f:
+            f.write(header)
+            f.truncate(self.offset + self.n * self.image_bytes)

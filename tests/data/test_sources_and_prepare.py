@@ -164,3 +164,74 @@ def test_prepare_with_worker_processes_matches_serial(tmp_path: Path) -> None:
         warnings.simplefilter("error")
         prepare_dataset(cfg, tmp_path / "pool", chunk_size=4, workers=2)
     assert np.array_equal(np.load(tmp_path / "serial" / "images.npy"), np.load(tmp_path / "pool" / "images.npy"))
+
+
+def test_16_bit_greyscale_is_scaled_to_8_bits_not_clipped(tmp_path: Path) -> None:
+    grey = np.array([[0, 257 * 100], [257 * 200, 65535]], np.uint16)
+    assert Image.fromarray(grey).mode == "I;16"
+    assert crop_and_resize(Image.fromarray(grey), 2, "box")[..., 0].tolist() == [[0, 100], [200, 255]]
+    root = tmp_path / "imgs"
+    root.mkdir()
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    Image.fromarray(ramp).save(root / "ramp16.png")  # a 16-bit PNG
+    prepare_dataset(DatasetConfig(source="folder", path=root, resolution=16), tmp_path / "out")
+    images = np.load(tmp_path / "out" / "images.npy")
+    assert abs(images.mean() - 127.5) < 2 and (images == 255).mean() < 0.05  # was 97% white
+
+
+def test_images_without_an_8_bit_form_are_refused_by_name(tmp_path: Path) -> None:
+    root = _folder(tmp_path / "imgs", {"a": 3})
+    Image.fromarray(np.random.default_rng(0).random((20, 20)).astype(np.float32)).save(root / "a" / "depth.tif")
+    with pytest.raises(PrepareError, match=r"image 'a/depth.tif' has floating-point pixels \(mode F\).*convert it to 8-bit"):
+        prepare_dataset(DatasetConfig(source="folder", path=root, resolution=16), tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs"]
+
+
+def test_tiny_images_are_counted_and_named(tmp_path: Path) -> None:
+    root = _folder(tmp_path / "imgs", {"a": 3})
+    Image.new("RGB", (1, 1), (9, 9, 9)).save(root / "a" / "dot.png")
+    cfg = DatasetConfig(source="folder", path=root, resolution=16)
+    with pytest.warns(UserWarning, match=r"1 image\(s\) of 4 have a side under 1/4 of the resolution 16.*a/dot.png \(1 x 1\)"):
+        stats = prepare_dataset(cfg, tmp_path / "out")
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    assert stats["num_tiny"] == meta["num_tiny"] == 1 and meta["tiny_names"] == ["a/dot.png (1 x 1)"]
+
+
+def test_preparing_the_same_data_again_gives_the_same_bytes(tmp_path: Path) -> None:
+    # The prepared folder is a DVC dependency of every later stage: a timing in meta.json invalidated them all.
+    cfg = DatasetConfig(source="synthetic_faces", resolution=32, num_images=20, seed=1)
+    stats = prepare_dataset(cfg, tmp_path / "a")
+    prepare_dataset(cfg, tmp_path / "b")
+    for f in ("images.npy", "labels.npy", "keypoints.npy", "meta.json"):
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+    assert stats["seconds"] >= 0 and "seconds" not in json.loads((tmp_path / "a" / "meta.json").read_text())
+
+
+def test_a_disk_without_room_is_named_before_anything_is_written(tmp_path: Path, monkeypatch) -> None:
+    import shutil
+
+    from pipeline.io import NoSpaceLeft
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("previous good output")
+    cfg = DatasetConfig(source="synthetic_faces", resolution=32, num_images=100, seed=1)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1 << 30, 1 << 30, 100_000))
+    with pytest.raises(NoSpaceLeft, match=rf"no space left on {tmp_path}: writing '{out}' needs 1\.3 MiB and 0\.1 MiB are free"):
+        prepare_dataset(cfg, out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and (out / "old.txt").exists()
+
+
+def test_a_disk_that_fills_up_raises_instead_of_sigbus(tmp_path: Path, monkeypatch) -> None:
+    import errno
+    import os
+
+    from pipeline.io import NoSpaceLeft
+
+    def full(fd, offset, size):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(NoSpaceLeft, match=f"no space left on {tmp_path}"):
+        prepare_dataset(DatasetConfig(source="synthetic_faces", resolution=32, num_images=10, seed=1), tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
