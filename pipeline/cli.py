@@ -348,6 +348,7 @@ def ui(
 
 
 def _known_errors() -> tuple[type[Exception], ...]:
+    from pipeline.data.dataset import PreparedDataError
     from pipeline.train.checkpoint import CheckpointError
     from pipeline.train.loop import TrainingInputError
     from pipeline.metrics.scoring import MetricsInputError
@@ -355,7 +356,7 @@ def _known_errors() -> tuple[type[Exception], ...]:
 
     # FileNotFoundError covers the missing-weights errors (Inception, FAN, VGG), which name file, URL and folder.
     return (ConfigError, PrepareError, SourceError, FileNotFoundError, TrainingInputError, CheckpointError, TrainingDiverged,
-            MetricsInputError)
+            MetricsInputError, PreparedDataError)
 
 
 def main() -> None:

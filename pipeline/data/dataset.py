@@ -4,14 +4,60 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 
+class PreparedDataError(ValueError):
+    """A prepared dataset's file that cannot be used; the message names it and the command that re-prepares it."""
+
+
+def _redo(root: Path) -> str:
+    return f"re-run `pipeline prepare --dataset {root.name}` (it replaces the folder)"
+
+
+def _load_array(path: Path, mmap: bool = False) -> np.ndarray:
+    # np.load fails in many ways on a damaged file (EOFError on an empty one, which the CLI would
+    # print as a bare "Aborted."); every one of them means the same to the user.
+    try:
+        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except FileNotFoundError:
+        raise PreparedDataError(f"prepared dataset file '{path}' is missing; {_redo(path.parent)}") from None
+    except Exception as err:  # noqa: BLE001
+        raise PreparedDataError(f"prepared dataset file '{path}' is truncated or not a .npy array ({type(err).__name__}: {err}); "
+                                f"{_redo(path.parent)}") from None
+
+
+def _load_meta(path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise PreparedDataError(f"prepared dataset file '{path}' is not valid JSON ({err}); {_redo(path.parent)}") from None
+    if not isinstance(meta, dict):
+        raise PreparedDataError(f"prepared dataset file '{path}' holds {type(meta).__name__} {str(meta)[:60]}, not a JSON object; "
+                                f"{_redo(path.parent)}")
+    return meta
+
+
+def check_images(images: np.ndarray, path: Path) -> None:
+    """Raise PreparedDataError unless `images` is what prepare writes: uint8 (N, S, S, 3)."""
+    if images.dtype != np.uint8:
+        # float images in [0, 1] would become near-constant ones after the uint8 scaling below.
+        raise PreparedDataError(f"prepared dataset file '{path}' holds {images.dtype} images, but the format is uint8 in 0..255; "
+                                f"{_redo(path.parent)}")
+    if images.ndim != 4 or images.shape[3] != 3 or images.shape[1] != images.shape[2]:
+        raise PreparedDataError(f"prepared dataset file '{path}' holds an array of shape {images.shape}, but the format is "
+                                f"(N, S, S, 3) RGB images; {_redo(path.parent)}")
+
+
 class PreparedDataset(Dataset):
     """Images as float tensors in [-1, 1], (3, S, S), with their class label.
+
+    Opening checks every file against the format (uint8 (N, S, S, 3) images, N labels, N keypoint
+    sets when present, a JSON object of metadata) and names the file that does not match.
 
     `hflip=True` mirrors each image with probability 1/2 (the paper's only augmentation); the coin
     comes from torch's global RNG so a resumed run that restores RNG states flips identically."""
@@ -20,15 +66,22 @@ class PreparedDataset(Dataset):
         root = Path(root)
         meta_path = root / "meta.json"
         if not meta_path.exists():
-            raise FileNotFoundError(f"'{root}' is not a prepared dataset (no meta.json); run `pipeline prepare` for it first")
+            raise FileNotFoundError(f"'{root}' is not a prepared dataset (no meta.json); run `pipeline prepare --dataset {root.name}` for it first")
         self.root = root
-        self.meta = json.loads(meta_path.read_text())
-        self.images = np.load(root / "images.npy", mmap_mode="r")
-        self.labels = np.load(root / "labels.npy")
-        kp = root / "keypoints.npy"
-        self.keypoints = np.load(kp) if kp.exists() else None
+        self.meta = _load_meta(meta_path)
+        self.images = _load_array(root / "images.npy", mmap=True)
+        check_images(self.images, root / "images.npy")
         if len(self.images) == 0:
-            raise ValueError(f"prepared dataset '{root}' is empty; re-run `pipeline prepare`")
+            raise PreparedDataError(f"prepared dataset '{root}' is empty; {_redo(root)}")
+        self.labels = _load_array(root / "labels.npy")
+        if self.labels.shape != (len(self.images),) or not np.issubdtype(self.labels.dtype, np.integer):
+            raise PreparedDataError(f"prepared dataset file '{root / 'labels.npy'}' holds {self.labels.dtype} of shape {self.labels.shape}, "
+                                    f"but images.npy has {len(self.images)} images (one integer label each); {_redo(root)}")
+        kp = root / "keypoints.npy"
+        self.keypoints = _load_array(kp) if kp.exists() else None
+        if self.keypoints is not None and (self.keypoints.ndim != 3 or len(self.keypoints) != len(self.images)):
+            raise PreparedDataError(f"prepared dataset file '{kp}' holds an array of shape {self.keypoints.shape}, but images.npy has "
+                                    f"{len(self.images)} images (one (K, 2) keypoint set each); {_redo(root)}")
         if resolution is not None and self.resolution != resolution:
             raise ValueError(
                 f"prepared dataset '{root}' is {self.resolution} px but {resolution} px was asked for; "
