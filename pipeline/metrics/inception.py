@@ -8,13 +8,16 @@ fakes and reals go through the same path (a float path would score differently, 
 Inception weights (`weights-inception-2015-12-05-6726825d.pth`, torch-fidelity's conversion of the
 TensorFlow 2015-12-05 graph) are found, in order: at the path from params, in the torch hub cache
 (`$TORCH_HOME/hub/checkpoints/`), by a download into that cache. When none works, WeightsNotFound
-names the file, its URL and where to put it.
+names the file, its URL and where to put it. Whichever file is found must have the sha256 that its
+published name begins with (6726825d), even when renamed: FID is only comparable with those weights.
+It is unpickled only here, with weights_only=True (tensors, no code), and torch-fidelity is handed the
+state dict: its own loader uses weights_only=False, which runs whatever code a crafted file holds.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -23,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pipeline.io import sha256_file
 from pipeline.metrics.frechet import GaussianAccumulator, GaussianStats
 
 INCEPTION_EXTRACTOR = "inception-v3-compat"  # torch-fidelity's registry name
@@ -30,6 +34,7 @@ INCEPTION_EXTRACTOR = "inception-v3-compat"  # torch-fidelity's registry name
 # only where it is used, as it pulls in torchvision: ~1 s more start-up for every stage and command.
 INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_FILE = INCEPTION_URL.rsplit("/", 1)[-1]
+INCEPTION_SHA256_PREFIX = "6726825d"  # the torch hub convention: the file name ends with its hash's first digits
 INCEPTION_FEATURES = "2048"  # pool3, the FID layer
 INCEPTION_FEATURE_DIMS = {"64": 64, "192": 192, "768": 768, "2048": 2048}
 INCEPTION_LOGITS = "logits_unbiased"  # fc without bias, the IS layer (as torch-fidelity and TF do)
@@ -65,14 +70,6 @@ def nhwc_to_nchw(images: np.ndarray | Tensor) -> Tensor:
     if t.dtype != torch.uint8 or t.ndim != 4 or t.shape[-1] != 3:
         raise ValueError(f"expected uint8 images of shape (N, S, S, 3), got {t.dtype} {tuple(t.shape)}")
     return t.permute(0, 3, 1, 2).contiguous()
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -118,18 +115,54 @@ def resolve_inception_weights(path: str | Path | None = None, hub_dir: str | Pat
         path = Path(path)
         if not path.is_file():
             raise WeightsNotFound(f"Inception weights '{path}' (reference.inception_weights) do not exist; {advice}")
-        return path
+        return _checked(path, f"replace it with {INCEPTION_FILE} from {INCEPTION_URL}")
     if target.is_file():
-        return target
+        return _checked(target, "delete it: the next run downloads it again")
     if not download:
         raise WeightsNotFound(f"Inception weights {INCEPTION_FILE} are not in the torch hub cache and downloads are off; {advice}")
     cache.mkdir(parents=True, exist_ok=True)
     try:
-        # download_url_to_file writes a temporary file and renames it: no half-written weights.
-        torch.hub.download_url_to_file(INCEPTION_URL, str(target), progress=True)
+        # download_url_to_file writes a temporary file and renames it only when the hash matches.
+        torch.hub.download_url_to_file(INCEPTION_URL, str(target), hash_prefix=INCEPTION_SHA256_PREFIX, progress=True)
     except Exception as err:  # noqa: BLE001 - any network or disk failure means the same to the user
         raise WeightsNotFound(f"could not download Inception weights {INCEPTION_FILE} ({err}); {advice}") from None
     return target
+
+
+def _checked(path: Path, remedy: str) -> Path:
+    digest = sha256_file(path)
+    if not digest.startswith(INCEPTION_SHA256_PREFIX):
+        raise WeightsNotFound(
+            f"Inception weights '{path}' have sha256 {digest[:16]}..., not {INCEPTION_SHA256_PREFIX}... of {INCEPTION_FILE}: "
+            f"another or a damaged file (FID is only comparable with the published weights), refused; {remedy}"
+        )
+    return path
+
+
+def load_state_dict(path: str | Path, what: str, remedy: str, error: type[Exception] = ValueError) -> dict[str, Tensor]:
+    """The state dict in `path`, unpickled with weights_only=True: tensors and containers only, so a
+    crafted file cannot run code. Anything else raises `error` naming the file, `what` and `remedy`."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - unreadable, truncated or holding objects other than tensors
+        raise error(f"'{path}' is not a usable {what} ({err}); refused without running anything it holds. {remedy}") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
+        raise error(f"'{path}' is not a usable {what} (not a mapping of names to tensors). {remedy}")
+    return state
+
+
+@contextmanager
+def _fidelity_state_dict(state: dict[str, Tensor]) -> Iterator[None]:
+    # torch-fidelity's Inception loads a weights path with torch.load(weights_only=False) and, without
+    # a path, fetches its state dict through load_state_dict_from_url: substitute the verified dict there.
+    from torch_fidelity import feature_extractor_inceptionv3 as fe
+
+    original = fe.load_state_dict_from_url
+    fe.load_state_dict_from_url = lambda *args, **kwargs: state
+    try:
+        yield
+    finally:
+        fe.load_state_dict_from_url = original
 
 
 class InceptionFeatures:
@@ -152,15 +185,15 @@ class InceptionFeatures:
         self.device = torch.device(device)
         self.weights = Path(weights)
         self.weights_sha256 = sha256_file(self.weights)
+        remedy = f"Replace it with {INCEPTION_FILE} from {INCEPTION_URL}."
+        state = load_state_dict(self.weights, "Inception state dict", remedy, WeightsNotFound)
         try:
-            self.model = create_feature_extractor(
-                INCEPTION_EXTRACTOR, [features, INCEPTION_LOGITS], cuda=False,
-                feature_extractor_weights_path=str(self.weights), verbose=False,
-            ).to(self.device)
-        except (RuntimeError, OSError, EOFError, ValueError) as err:
-            raise WeightsNotFound(
-                f"'{self.weights}' is not a usable Inception state dict ({err}); replace it with {INCEPTION_FILE} from {INCEPTION_URL}"
-            ) from None
+            with _fidelity_state_dict(state):
+                self.model = create_feature_extractor(
+                    INCEPTION_EXTRACTOR, [features, INCEPTION_LOGITS], cuda=False, feature_extractor_weights_path=None, verbose=False,
+                ).to(self.device)
+        except (RuntimeError, ValueError) as err:  # keys or shapes that are not torch-fidelity's Inception
+            raise WeightsNotFound(f"'{self.weights}' is not a usable Inception state dict ({err}); {remedy}") from None
 
     @torch.no_grad()
     def __call__(self, images: Tensor) -> tuple[Tensor, Tensor]:

@@ -3,6 +3,7 @@ quantisation, and where the weights come from (nothing is downloaded)."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +70,8 @@ def test_quantize_matches_real_image_storage():
     assert torch.equal(quantize(real.float() / 127.5 - 1), real)  # a real image survives the round trip
 
 
-def test_weights_from_path_then_hub_cache(tmp_path):
+def test_weights_from_path_then_hub_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(inception, "INCEPTION_SHA256_PREFIX", hashlib.sha256(b"x").hexdigest()[:8])
     given = tmp_path / "mine.pth"
     given.write_bytes(b"x")
     assert resolve_inception_weights(given, hub_dir=tmp_path / "hub", download=False) == given
@@ -106,3 +108,54 @@ def test_weights_url_is_torch_fidelitys():
     from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 
     assert INCEPTION_URL == URL_INCEPTION_V3
+
+
+class _Payload:
+    """Pickles as a call of exec that writes `marker`: what a crafted weights file can hold."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.marker)!r}, 'w').write('payload ran')",)
+
+
+def test_crafted_weights_are_refused_without_running_their_payload(tmp_path, monkeypatch):
+    marker = tmp_path / "payload-ran.txt"
+    crafted = tmp_path / INCEPTION_FILE
+    torch.save({"fc.weight": _Payload(marker)}, crafted)
+    with pytest.raises(WeightsNotFound) as err:
+        InceptionFeatures(crafted)
+    assert not marker.exists(), "the crafted file's payload ran"
+    assert "refused without running anything" in str(err.value) and str(crafted) in str(err.value)
+    # On any path, even one that passes the hash check, only weights_only=True touches the file.
+    monkeypatch.setattr(inception, "INCEPTION_SHA256_PREFIX", inception.sha256_file(crafted)[:8])
+    with pytest.raises(WeightsNotFound):
+        InceptionFeatures(resolve_inception_weights(crafted, hub_dir=tmp_path / "hub", download=False))
+    assert not marker.exists()
+
+
+def test_weights_with_another_sha256_are_refused_given_or_cached(tmp_path, random_weights):
+    with pytest.raises(WeightsNotFound, match=r"not 6726825d.*refused; replace it with") as err:
+        resolve_inception_weights(random_weights, hub_dir=tmp_path / "hub", download=False)
+    assert str(random_weights) in str(err.value)
+    cached = tmp_path / "hub" / "checkpoints" / INCEPTION_FILE
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(random_weights.read_bytes())
+    with pytest.raises(WeightsNotFound, match=r"not 6726825d.*delete it"):
+        resolve_inception_weights(None, hub_dir=tmp_path / "hub", download=False)
+
+
+def test_a_download_with_another_sha256_is_discarded(tmp_path, monkeypatch, random_weights):
+    monkeypatch.setattr(inception, "INCEPTION_URL", random_weights.as_uri())  # a local URL: no network
+    with pytest.raises(WeightsNotFound, match="could not download"):
+        resolve_inception_weights(None, hub_dir=tmp_path / "hub", download=True)
+    assert list((tmp_path / "hub" / "checkpoints").iterdir()) == []
+
+
+def test_torch_fidelity_never_unpickles_the_weights_file(random_weights, monkeypatch):
+    calls = []
+    original = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append(k.get("weights_only")) or original(*a, **k))
+    InceptionFeatures(random_weights, features="64")
+    assert calls == [True]
