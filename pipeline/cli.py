@@ -348,6 +348,7 @@ def ui(
 
 
 def _known_errors() -> tuple[type[Exception], ...]:
+    from pipeline.analysis.projection import ProjectionsError
     from pipeline.data.dataset import PreparedDataError
     from pipeline.train.checkpoint import CheckpointError
     from pipeline.train.loop import TrainingInputError
@@ -356,7 +357,7 @@ def _known_errors() -> tuple[type[Exception], ...]:
 
     # FileNotFoundError covers the missing-weights errors (Inception, FAN, VGG), which name file, URL and folder.
     return (ConfigError, PrepareError, SourceError, FileNotFoundError, TrainingInputError, CheckpointError, TrainingDiverged,
-            MetricsInputError, PreparedDataError)
+            MetricsInputError, PreparedDataError, ProjectionsError)
 
 
 def main() -> None:

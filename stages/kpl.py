@@ -20,8 +20,10 @@ import numpy as np
 
 from pipeline.analysis.keypoints import KeypointExtractor, keypoint_mse, load_regressor, save_regressor, train_keypoint_regressor
 from pipeline.analysis.kpl import keypoint_prediction_loss, sample_keypoints
+from pipeline.analysis.projection import ProjectionsError, check_projections_source
 from pipeline.analysis.options import KPLConfig
 from pipeline.config import ConfigError, Params
+from pipeline.data.dataset import PreparedDataset
 from pipeline.io import write_json, write_text
 from pipeline.reporting import pool_repeats
 from pipeline.tracking import resolve_tracking_uri, stage_run
@@ -50,11 +52,12 @@ def kpl_config(params: Params) -> KPLConfig:
     return params.optional_section("kpl")
 
 
-def _prepared(root: Path, dataset: str) -> Path:
+def _prepared(root: Path, dataset: str) -> PreparedDataset:
+    """The prepared dataset, its files checked (a damaged one is named with the command that remakes it)."""
     where = root / paths.prepared_dir(dataset)
-    if not (where / "images.npy").is_file():
+    if not where.is_dir():
         raise FileNotFoundError(f"prepared dataset '{where}' does not exist; run `pipeline prepare --dataset {dataset}` first")
-    return where
+    return PreparedDataset(where)
 
 
 def train_regressor(params: Params, root: Path = Path("."), progress: bool = True) -> dict[str, Any]:
@@ -62,14 +65,14 @@ def train_regressor(params: Params, root: Path = Path("."), progress: bool = Tru
     cfg = kpl_config(params).regressor
     if cfg is None:
         raise ConfigError("`pipeline keypoints` needs kpl.regressor in params.yaml (the dataset with ground-truth keypoints)")
-    where = _prepared(root, cfg.dataset)
-    if not (where / "keypoints.npy").is_file():
-        raise ConfigError(f"dataset {cfg.dataset!r} has no ground-truth keypoints ({where / 'keypoints.npy'}); "
+    data = _prepared(root, cfg.dataset)
+    if data.keypoints is None:
+        raise ConfigError(f"dataset {cfg.dataset!r} has no ground-truth keypoints ({data.root / 'keypoints.npy'}); "
                           f"the regressor needs synthetic faces; for real faces use kpl.extractor: fan")
     n = cfg.num_images
-    images = np.asarray(np.load(where / "images.npy", mmap_mode="r")[:n])
-    keypoints = np.load(where / "keypoints.npy")[:n]
-    names = json.loads((where / "meta.json").read_text()).get("keypoint_names") or [f"k{i}" for i in range(keypoints.shape[1])]
+    images = np.asarray(data.images[:n])
+    keypoints = data.keypoints[:n]
+    names = data.meta.get("keypoint_names") or [f"k{i}" for i in range(keypoints.shape[1])]
     tags = {"stage": "keypoints", "dataset": cfg.dataset, "profile": params.profile}
     with stage_run(resolve_tracking_uri(params.tracking.uri), params.tracking.experiment, f"keypoints/{cfg.dataset}", tags, cfg.model_dump(mode="json")) as tracker:
         with counting_bar(f"keypoint regressor on {cfg.dataset}", cfg.epochs, progress) as advance:
@@ -109,8 +112,12 @@ def load_projections(root: Path, model: str) -> dict[str, np.ndarray]:
     path = root / projections_file(model)
     if not path.is_file():
         raise FileNotFoundError(f"no projections of model {model!r} at '{path}'; run `pipeline project --model {model}` first")
-    with np.load(path) as data:
-        return {k: data[k] for k in data.files}
+    try:
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files}
+    except Exception as err:  # noqa: BLE001 - a truncated or foreign file: the remedy is the same
+        raise ProjectionsError(f"projections '{path}' cannot be read ({type(err).__name__}: {err}); "
+                               f"re-run `pipeline project --model {model}`") from None
 
 
 def run(params: Params, model: str, root: Path = Path("."), progress: bool = True, table: bool = True) -> dict[str, Any]:
@@ -119,10 +126,12 @@ def run(params: Params, model: str, root: Path = Path("."), progress: bool = Tru
     row = model_row(params, model)  # unknown models fail before any work
     device = resolve_device(cfg.device)
     projections = load_projections(root, model)
-    G, row, snapshot = load_generator(params, model, root, device)
+    G, row, snapshot, source = load_generator(params, model, root, device)
+    # Retraining the row leaves projections of the old generator in place; pairing them with the new one's samples is meaningless.
+    check_projections_source(projections, root / projections_file(model), source["sha256"], source["step"], snapshot, model)
     extractor = build_extractor(cfg, root, device)
-    where = _prepared(root, pcfg.dataset)
-    real = np.asarray(np.load(where / "images.npy", mmap_mode="r")[projections["indices"]])
+    data = _prepared(root, pcfg.dataset)
+    real = np.asarray(data.images[projections["indices"]])
     spaces = [s for s in ("z", "w") if s in projections]
     tags = {"stage": "kpl", "model": model, "row": row, "profile": params.profile}
     run_params = {"model": model, "row": row, "test_dataset": pcfg.dataset, **cfg.model_dump(mode="json")}
@@ -139,9 +148,8 @@ def run(params: Params, model: str, root: Path = Path("."), progress: bool = Tru
                        "test_dataset": pcfg.dataset, "seconds": round(time.perf_counter() - start, 2)})
         if cfg.extractor == "regressor":
             result["extractor_heldout_mse"] = extractor.heldout_mse
-            gt = where / "keypoints.npy"
-            if gt.is_file():  # K's own error on the very images KPL is evaluated on
-                result["extractor_test_mse"] = keypoint_mse(real_kp, np.load(gt)[projections["indices"]])
+            if data.keypoints is not None:  # K's own error on the very images KPL is evaluated on
+                result["extractor_test_mse"] = keypoint_mse(real_kp, data.keypoints[projections["indices"]])
         write_json(root / kpl_metrics(model), result)
         tracker.log_metrics({k: v for k, v in result.items() if k.startswith(("kpl", "extractor_")) and isinstance(v, (int, float))})
     if table:

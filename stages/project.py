@@ -19,13 +19,14 @@ import torch
 
 from pipeline.analysis.keypoints import load_regressor
 from pipeline.analysis.options import ProjectConfig
-from pipeline.analysis.projection import make_loss, project, save_projection_figure, to_uint8
+from pipeline.analysis.projection import make_loss, project, save_projection_figure, snapshot_record, to_uint8
 from pipeline.config import ConfigError, Params
 from pipeline.io import atomic_file, write_json
 from pipeline.progress import progress_bar
 from pipeline.tracking import resolve_tracking_uri, stage_run
 from pipeline.metrics.scoring import pick_device
-from pipeline.train.checkpoint import NETWORK_SNAPSHOT, load_checkpoint
+from pipeline.data.dataset import PreparedDataset
+from pipeline.train.checkpoint import NETWORK_SNAPSHOT, checkpoint_sha256, load_checkpoint
 from stages import paths
 
 def projections_file(model: str) -> Path:
@@ -71,26 +72,33 @@ def build_row_generator(generator: dict[str, Any]) -> torch.nn.Module:
     return build_generator(generator)
 
 
-def load_generator(params: Params, model: str, root: Path, device: torch.device) -> tuple[torch.nn.Module, str, Path]:
-    """The EMA generator of `model`'s row from runs/<row>/network-snapshot.pt, in eval mode."""
+def snapshot_path(params: Params, model: str, root: Path) -> tuple[str, Path]:
+    """(row, runs/<row>/network-snapshot.pt) of `model`; a row not trained yet says how to train it."""
     row = model_row(params, model)
     snapshot = root / paths.run_dir(row) / NETWORK_SNAPSHOT
     if not snapshot.is_file():
         raise FileNotFoundError(f"model {model!r} (row {row!r}) has no trained snapshot at '{snapshot}'; "
                                 f"train it first with `pipeline train --row {row}` (or `dvc repro train@{row}`)")
-    payload = load_checkpoint(snapshot)
+    return row, snapshot
+
+
+def load_generator(params: Params, model: str, root: Path, device: torch.device) -> tuple[torch.nn.Module, str, Path, dict[str, Any]]:
+    """(EMA generator of `model`'s row in eval mode, row, snapshot path, {sha256, step} of the snapshot)."""
+    row, snapshot = snapshot_path(params, model, root)
+    sha256 = checkpoint_sha256(snapshot)  # before loading: a snapshot replaced meanwhile then fails the next check, not silently
+    payload = load_checkpoint(snapshot, required=("G_ema",))
     generator = (payload.get("info") or {}).get("generator") or params.row(row).generator
     G = build_row_generator(generator)
     G.load_state_dict(payload["G_ema"])
-    return G.to(device).eval(), row, snapshot
+    return G.to(device).eval(), row, snapshot, {"sha256": sha256, "step": int(payload.get("step", 0))}
 
 
 def load_test_images(root: Path, cfg: ProjectConfig, resolution: int) -> tuple[np.ndarray, np.ndarray]:
     """uint8 test images (N_ts, S, S, 3) and their indices in the prepared dataset."""
     where = root / paths.prepared_dir(cfg.dataset)
-    if not (where / "images.npy").is_file():
+    if not where.is_dir():
         raise FileNotFoundError(f"prepared dataset '{where}' does not exist; run `pipeline prepare --dataset {cfg.dataset}` first")
-    images = np.load(where / "images.npy", mmap_mode="r")
+    images = PreparedDataset(where).images  # checked: a damaged file is named with the command that remakes it
     stop = cfg.first + cfg.num_images
     if stop > len(images):
         raise ConfigError(f"project: images {cfg.first}..{stop - 1} were asked for but dataset {cfg.dataset!r} has {len(images)}; "
@@ -134,13 +142,13 @@ def run(params: Params, model: str, root: Path = Path("."), progress: bool = Tru
     """Project `model`'s test images into each configured space; return the metrics written."""
     cfg = project_config(params)
     device = resolve_device(cfg.device)
-    G, row, snapshot = load_generator(params, model, root, device)
+    G, row, snapshot, source = load_generator(params, model, root, device)
     images, indices = load_test_images(root, cfg, G.resolution)
     loss_fn = make_loss(cfg.projector, domain_feature_net(params, cfg, root)).to(device)
     targets = torch.from_numpy(images.copy()).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
     tags = {"stage": "project", "model": model, "row": row, "profile": params.profile}
     run_params = {"model": model, "row": row, **cfg.model_dump(mode="json", exclude={"models"})}
-    arrays: dict[str, np.ndarray] = {"indices": indices}
+    arrays: dict[str, np.ndarray] = {"indices": indices, **snapshot_record(source["sha256"], source["step"])}
     metrics: dict[str, Any] = {"model": model, "row": row, "snapshot": str(snapshot), "num_images": len(images),
                                "loss": getattr(loss_fn, "name", cfg.projector.loss), "steps": cfg.projector.steps}
     recons = []

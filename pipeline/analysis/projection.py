@@ -309,3 +309,34 @@ def save_projection_figure(path: str | Path, targets: Tensor, reconstructions: l
 
 __all__ = ["LOSSES", "SPACES", "Projection", "ProjectionOptions", "PixelDomainLoss", "VGGFeatureDistance", "generate",
            "latent_statistics", "learning_rate", "make_loss", "noise_scale", "project", "save_projection_figure", "synthesize", "to_uint8"]
+
+
+class ProjectionsError(ValueError):
+    """Projections that cannot be used (unreadable, or made from another snapshot than the one there now);
+    the message says what to re-run."""
+
+
+# The projections file records the snapshot it was made from, so that KPL, which pairs the projected
+# latents with fresh samples of the snapshot's generator, never pairs latents of an older one.
+SNAPSHOT_SHA256, SNAPSHOT_STEP = "snapshot_sha256", "snapshot_step"
+
+
+def snapshot_record(sha256: str, step: int) -> dict[str, np.ndarray]:
+    """The arrays that identify a projections file's snapshot (stored beside the latents)."""
+    return {SNAPSHOT_SHA256: np.array(sha256), SNAPSHOT_STEP: np.array(step, dtype=np.int64)}
+
+
+def check_projections_source(projections: dict[str, np.ndarray], path: Path, sha256: str, step: int, snapshot: Path, model: str) -> None:
+    """Raise ProjectionsError unless the projections at `path` were made from the snapshot of hash `sha256`
+    (at `step`, in file `snapshot`)."""
+    redo = f"re-run `pipeline project --model {model}` (or `dvc repro project@{model}`)"
+    if SNAPSHOT_SHA256 not in projections:
+        raise ProjectionsError(f"projections '{path}' do not record which snapshot they were made from (written by an older "
+                                    f"version), so they may be of an earlier '{snapshot}'; {redo}")
+    made_from = str(projections[SNAPSHOT_SHA256])
+    if made_from != sha256:
+        then = int(projections[SNAPSHOT_STEP]) if SNAPSHOT_STEP in projections else "?"
+        raise ProjectionsError(
+            f"projections '{path}' were made from another snapshot (step {then}, sha256 {made_from[:12]}) than '{snapshot}' "
+            f"now holds (step {step}, sha256 {sha256[:12]}): the row was trained again since; {redo}"
+        )

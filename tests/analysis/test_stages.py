@@ -14,7 +14,9 @@ from torch import nn
 from pipeline.analysis import WeightsError
 from pipeline.config import ConfigError, Params
 from pipeline.data import synthetic_faces
-from pipeline.train.checkpoint import save_checkpoint
+from pipeline.analysis.projection import ProjectionsError, snapshot_record
+from pipeline.data.dataset import PreparedDataError
+from pipeline.train.checkpoint import checkpoint_sha256, save_checkpoint
 from stages import kpl as kpl_stage
 from stages import project as project_stage
 
@@ -50,6 +52,7 @@ def _write_dataset(root: Path, name: str, n: int, seed: int) -> None:
     where = root / "data" / "prepared" / name
     where.mkdir(parents=True)
     np.save(where / "images.npy", faces.images)
+    np.save(where / "labels.npy", np.zeros(n, np.int64))
     np.save(where / "keypoints.npy", faces.keypoints)
     (where / "meta.json").write_text(json.dumps({"keypoint_names": list(synthetic_faces.KEYPOINT_NAMES)}))
 
@@ -106,8 +109,44 @@ def test_bad_inputs_say_what_to_do(setup, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(root / "torch"))
     fan_params = _params(micro, extractor="fan")
     (root / "data/projections").mkdir(parents=True)
-    np.savez(root / "data/projections/inr_gan.npz", indices=np.arange(4), z=np.zeros((4, 8)), w=np.zeros((4, 8)))
+    made_from = snapshot_record(checkpoint_sha256(root / "runs/row_a/network-snapshot.pt"), 0)
+    np.savez(root / "data/projections/inr_gan.npz", indices=np.arange(4), z=np.zeros((4, 8)), w=np.zeros((4, 8)), **made_from)
     with pytest.raises(WeightsError, match="2DFAN4-11f355bf06.pth.tar"):
         kpl_stage.run(fan_params, "inr_gan", progress=False)
     with pytest.raises(ConfigError, match="no `kpl:` section"):
         kpl_stage.train_regressor(params.model_copy(update={"kpl": None}))
+
+
+def test_kpl_refuses_projections_of_an_earlier_snapshot(setup, monkeypatch):
+    # Issue #15 item 3: `pipeline kpl` run by hand after retraining paired the old projections with the new generator.
+    root, micro = setup
+    params = _params(micro, **{"fit": {"num_train": 16, "batch_size": 16}})
+    params = params.model_copy(update={"project": params.project.model_copy(update={"domain_features": "none"})})
+    monkeypatch.setattr(kpl_stage, "build_extractor", lambda cfg, root, device: pytest.fail("the check comes first"))
+    _write_snapshot(root, "row_a", 0)
+    project_stage.run(params, "inr_gan", progress=False)
+    with np.load(root / "data/projections/inr_gan.npz") as data:
+        assert str(data["snapshot_sha256"]) == checkpoint_sha256(root / "runs/row_a/network-snapshot.pt")
+    _write_snapshot(root, "row_a", 5)  # the row trained again
+    with pytest.raises(ProjectionsError, match=r"projections '.*data/projections/inr_gan.npz' were made from another snapshot "
+                                               r"\(step 0, sha256 [0-9a-f]{12}\) than '.*runs/row_a/network-snapshot.pt' now holds "
+                                               r"\(step 0, sha256 [0-9a-f]{12}\): the row was trained again since; "
+                                               r"re-run `pipeline project --model inr_gan`"):
+        kpl_stage.run(params, "inr_gan", progress=False)
+    # Projections that record no snapshot (an older version's) are refused the same way; unreadable ones too.
+    np.savez(root / "data/projections/inr_gan.npz", indices=np.arange(4), z=np.zeros((4, 8)), w=np.zeros((4, 8)))
+    with pytest.raises(ProjectionsError, match=r"do not record which snapshot.*pipeline project --model inr_gan"):
+        kpl_stage.run(params, "inr_gan", progress=False)
+    (root / "data/projections/inr_gan.npz").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(ProjectionsError, match=r"cannot be read .*pipeline project --model inr_gan"):
+        kpl_stage.run(params, "inr_gan", progress=False)
+    assert not (root / "reports/metrics/kpl/inr_gan.json").exists()
+
+
+def test_project_names_a_damaged_test_dataset(setup):
+    root, micro = setup
+    params = _params(micro)
+    _write_snapshot(root, "row_a", 0)
+    np.save(root / "data/prepared/faces32_test/images.npy", np.zeros((8, 32, 32, 3), np.float32))
+    with pytest.raises(PreparedDataError, match=r"faces32_test/images.npy' holds float32 images.*pipeline prepare --dataset faces32_test"):
+        project_stage.run(params, "inr_gan", progress=False)
