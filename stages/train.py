@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from pipeline.config import ConfigError, Params, load_params
 from pipeline.data.dataset import PreparedDataset
+from pipeline.io import NoSpaceLeft
 from pipeline.tracking import resolve_tracking_uri, stage_run
 from pipeline.train.benchmark import benchmark_training
 from pipeline.train.checkpoint import TRAINING_STATE, CheckpointError, verify_checkpoint
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     try:
         summary = run(load_params(args.params), args.row, resume=args.resume, restart_on_change=args.restart_on_change)
-    except (ConfigError, TrainingInputError, CheckpointError, TrainingDiverged) as err:
+    except (ConfigError, TrainingInputError, CheckpointError, TrainingDiverged, NoSpaceLeft) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     if int(os.environ.get("RANK", "0")) == 0:

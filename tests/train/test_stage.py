@@ -121,3 +121,17 @@ def test_train_many_trains_rows_side_by_side_and_reports_each_exit_code(project:
     assert again == {"inr_gan": 0} and "step 4" in (project / "runs" / "logs" / "inr_gan.log").read_text()
     with pytest.raises(ConfigError, match="unknown row 'nope'"):
         stage.train_many(params, ["nope"], jobs=1, log_dir=project / "runs" / "logs")
+
+
+def test_torchrun_entry_reports_a_full_disk_in_one_line_with_exit_code_2(monkeypatch, capsys) -> None:
+    # `train-all` and torchrun run `python -m stages.train`, whose main() maps known errors itself.
+    from pipeline.io import no_space_error
+
+    def full(*args, **kwargs):
+        raise no_space_error(Path("runs/toy/training-state.pt"))
+
+    monkeypatch.setattr(stage, "load_params", lambda path: None)
+    monkeypatch.setattr(stage, "run", full)
+    with pytest.raises(SystemExit) as exit_info:
+        stage.main(["--row", "toy"])
+    assert exit_info.value.code == 2 and "error: no space left on runs/toy" in capsys.readouterr().err
