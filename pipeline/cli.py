@@ -4,12 +4,15 @@ This is the only module of the package that imports `stages`; the library never 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -19,7 +22,7 @@ import yaml
 from pipeline.config import PROFILES, ConfigError, Params, load_params, parse_params, with_seed_rows
 from pipeline.data.prepare import PrepareError
 from pipeline.data.sources import SourceError
-from pipeline.io import write_text
+from pipeline.io import NoSpaceLeft, write_text
 from pipeline.tracking import resolve_tracking_uri
 
 app = typer.Typer(
@@ -344,7 +347,66 @@ def ui(
     sys.stdout.flush()  # the address must be visible before the server blocks
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     cmd = [mlflow_bin, "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
-    raise typer.Exit(subprocess.call(cmd, env=env))
+    raise typer.Exit(_serve(cmd, env))
+
+
+def _serve(cmd: list[str], env: dict[str, str], grace_s: float = 10.0) -> int:
+    """Run the server `cmd` until it ends; SIGTERM, SIGINT or SIGHUP to this process stop it and its workers.
+
+    `mlflow ui` starts its web server as a child process of its own, and neither subprocess.call nor
+    the mlflow command passes a SIGTERM on: killing this command by PID left the server listening. So the
+    server runs in a process group of its own, every such signal goes to the whole group, and whatever
+    is left of the group `grace_s` after the server ends is killed."""
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+
+    def forward(signum: int, frame: object) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signum)
+
+    stop_signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, forward) for sig in stop_signals}
+    try:
+        code = proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        _reap_group(proc.pid, grace_s)
+    return 128 - code if code < 0 else code
+
+
+def _reap_group(pgid: int, grace_s: float) -> None:
+    """SIGTERM what is left of process group `pgid`, then SIGKILL it after `grace_s` seconds."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            os.killpg(pgid, 0)  # ProcessLookupError once the group is empty
+            time.sleep(0.1)
+        os.killpg(pgid, signal.SIGKILL)
+
+
+@app.command()
+def track(
+    pending: Annotated[bool, typer.Option("--pending", help="log the runs that stages kept in mlruns.pending/ when MLflow "
+                                          "was unreachable, then delete those records")] = False,
+    params_path: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Log to MLflow what stages could not: with --pending, the runs kept in mlruns.pending/ while the
+    tracking store was unreachable, to the store params.yaml (or MLFLOW_TRACKING_URI) names now."""
+    from pipeline.tracking import PENDING_DIR, log_pending
+
+    if not pending:
+        raise ConfigError("`pipeline track` needs --pending (log the runs kept in mlruns.pending/)")
+    uri = resolve_tracking_uri(load_params(params_path).tracking.uri)
+    logged, problems = log_pending(uri, PENDING_DIR)
+    for name in logged:
+        typer.echo(f"logged {name} to {uri}")
+    for problem in problems:
+        typer.secho(f"warning: {problem}", fg=typer.colors.YELLOW, err=True)
+    if not logged and not problems:
+        typer.echo(f"no pending runs in {PENDING_DIR}/")
+    if problems:
+        raise typer.Exit(1)
 
 
 def _known_errors() -> tuple[type[Exception], ...]:
@@ -357,7 +419,7 @@ def _known_errors() -> tuple[type[Exception], ...]:
 
     # FileNotFoundError covers the missing-weights errors (Inception, FAN, VGG), which name file, URL and folder.
     return (ConfigError, PrepareError, SourceError, FileNotFoundError, TrainingInputError, CheckpointError, TrainingDiverged,
-            MetricsInputError, PreparedDataError, ProjectionsError)
+            MetricsInputError, NoSpaceLeft, PreparedDataError, ProjectionsError)
 
 
 def main() -> None:
