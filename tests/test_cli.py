@@ -117,3 +117,41 @@ def test_dry_run_warns_about_raw_paths_that_do_not_exist(project: Path) -> None:
     res = _cli("prepare", "--dataset", "photos", "--dry-run", cwd=project)
     assert res.returncode == 0 and '"path": "data/raw/photos"' in res.stdout
     assert "warning: prepare.datasets.photos.path 'data/raw/photos' does not exist yet" in res.stderr
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"  # a zombie has ended; only its parent's wait is missing
+
+
+def test_ui_killed_by_pid_takes_its_server_along(project: Path, tmp_path_factory) -> None:
+    import os
+    import signal
+    import time
+
+    # A stand-in for `mlflow ui`, which also runs its web server as a child process.
+    bin_dir = tmp_path_factory.mktemp("bin")
+    (bin_dir / "mlflow").write_text('#!/bin/sh\nsleep 300 &\necho "$$ $!" > "$UI_PIDS"\nwait\n')
+    (bin_dir / "mlflow").chmod(0o755)
+    pids_file = project / "ui.pids"
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "UI_PIDS": str(pids_file)}
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "ui"], cwd=project, env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert "http://127.0.0.1:" in proc.stdout.readline()
+        deadline = time.time() + 30
+        while not pids_file.exists() or len(pids_file.read_text().split()) < 2:
+            assert proc.poll() is None and time.time() < deadline
+            time.sleep(0.1)
+        server, worker = map(int, pids_file.read_text().split())
+        proc.send_signal(signal.SIGTERM)  # by PID, as `kill <pid>` does: not to the process group
+        assert proc.wait(timeout=20) == 128 + signal.SIGTERM
+        deadline = time.time() + 10
+        while (_running(server) or _running(worker)) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not _running(server) and not _running(worker)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
