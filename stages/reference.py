@@ -17,7 +17,7 @@ import numpy as np
 
 from pipeline.config import Params
 from pipeline.data.dataset import PreparedDataset
-from pipeline.io import atomic_file, write_json
+from pipeline.io import atomic_file, remove_stale_temporaries, write_json
 from pipeline.metrics.domain import DomainFeatures, save_domain_net, train_domain_net
 from pipeline.metrics.frechet import GaussianStats
 from pipeline.metrics.inception import FeatureExtractor, InceptionFeatures, inception_score, nhwc_to_nchw, resolve_inception_weights, sha256_file, summarize
@@ -95,6 +95,8 @@ def run(params: Params, dataset: str, root: Path = Path(".")) -> dict[str, Any]:
     """Compute and cache the reference statistics of `dataset`; return the stage's metrics."""
     cfg = reference_config(params)
     params.dataset(dataset)  # unknown names fail here, with the list of datasets
+    for output in (reference_stats_file(dataset), domain_net_file(dataset), reference_metrics_file(dataset)):
+        remove_stale_temporaries(root / output)  # what a killed earlier run left beside its outputs
     data = open_prepared(root, dataset)
     n = cfg.num_images or len(data)
     if n > len(data):

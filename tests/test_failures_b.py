@@ -125,3 +125,19 @@ def test_prepare_on_a_really_full_disk(project: Path, monkeypatch) -> None:
         assert sorted(p.name for p in data.rglob("*")) == ["filler", "prepared"]
     finally:
         subprocess.run(["umount", str(data)], check=True)
+
+
+def test_reference_removes_what_a_killed_run_left_beside_its_outputs(project: Path) -> None:
+    from pipeline.config import load_params
+    from pipeline.metrics.scoring import MetricsInputError
+    from stages import reference as stage
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # a pid that is gone
+    folder = project / "data" / "reference" / "faces32"
+    folder.mkdir(parents=True)
+    stale = folder / f".stats.npz.{proc.pid}-abcd_123.tmp.npz"
+    stale.write_bytes(b"")
+    with pytest.raises(MetricsInputError, match="prepare --dataset faces32"):  # nothing prepared: fails after the clean-up
+        stage.run(load_params("params.yaml"), "faces32")
+    assert list(folder.iterdir()) == []
