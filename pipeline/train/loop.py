@@ -232,9 +232,9 @@ def _recover_previous_run(run_dir: Path) -> bool:
 
 
 def _remove_kept_snapshots_after(run_dir: Path, step: int) -> None:
-    # Kept snapshots past the starting step come from an earlier attempt (another configuration when
-    # starting over, the killed run when resuming): the curve must only see this run's, and training
-    # writes them again when it gets there.
+    # On resuming, kept snapshots past the resumed step come from the killed attempt: the curve must
+    # only see this trajectory's, and training writes them again when it gets there. (A start-over
+    # moves all of the earlier run's aside instead: _set_previous_run_aside.)
     for at, path in kept_snapshot_files(run_dir).items():
         if at > step:
             path.unlink()
