@@ -125,11 +125,12 @@ def _size(n: int | None) -> str:
 def no_space_error(path: str | Path, need: int | None = None) -> NoSpaceLeft:
     """The NoSpaceLeft error for a write of `path` (that needed `need` bytes, when known)."""
     path = Path(path)
-    needed = f" needs {_size(need)} and" if need is not None else ""
+    free = _size(_free_bytes(path.parent))
+    what = f"needs {_size(need)} and {free} are free" if need is not None else f"failed with {free} free"
     return NoSpaceLeft(
         errno.ENOSPC,
-        f"no space left on {path.parent}: writing '{path}'{needed} {_size(_free_bytes(path.parent))} are free; "
-        "free some space there (or point the output elsewhere) and run again; nothing half-written was kept.",
+        f"no space left on {path.parent}: writing '{path}' {what}; free some space there (or point the output "
+        "elsewhere) and run again; nothing half-written was kept.",
     )
 
 
@@ -275,6 +276,25 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def load_state_dict(path: str | Path, what: str, remedy: str, error: type[Exception] = ValueError) -> dict[str, Any]:
+    """The state dict in `path`, unpickled with weights_only=True: tensors and containers only, so a
+    crafted file cannot run code. Anything else raises `error` naming the file, `what` and `remedy`.
+    A file that passes holds no other objects, so a library that unpickles it again runs nothing either."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - unreadable, truncated or holding objects other than tensors
+        # Only the reason: torch's message goes on to suggest weights_only=False, the very thing refused here.
+        unpickler = re.search(r"WeightsUnpickler error:\s*(.*?)\s*(?:Please use|Check the documentation|$)", str(err), re.S)
+        reason = (f"not plain tensors: {' '.join(unpickler.group(1).split())}" if unpickler
+                  else (str(err).strip().splitlines() or [repr(err)])[0])
+        raise error(f"'{path}' is not a usable {what} ({reason}); refused without running anything it holds. {remedy}") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise error(f"'{path}' is not a usable {what} (not a mapping of names to tensors). {remedy}")
+    return state
 
 
 def load_versioned_torch(path: str | Path, version: int, what: str, missing_hint: str, wrong_hint: str) -> dict[str, Any]:

@@ -54,6 +54,17 @@ def test_a_crafted_fan_file_is_refused_without_running_its_payload(tmp_path):
     assert not marker.exists()
 
 
+def test_a_crafted_face_detector_file_never_reaches_face_alignment(tmp_path):
+    from pipeline.analysis.keypoints import FANKeypoints, build_fan
+
+    torch.save(build_fan(4).state_dict(), tmp_path / "fan.pth")
+    marker = tmp_path / "payload-ran.txt"
+    torch.save({"conv1_1.weight": _Payload(marker)}, tmp_path / "s3fd.pth")
+    with pytest.raises(ValueError, match="s3fd.pth' is not a usable S3FD face detector state dict.*refused without running"):
+        FANKeypoints(weights=tmp_path / "fan.pth", box="detect", detector_weights=tmp_path / "s3fd.pth")
+    assert not marker.exists()
+
+
 _SLOW_PREPARE = """
 import sys, time
 from pathlib import Path

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from pipeline.analysis import locate_weights
 from pipeline.analysis.options import FAN_FILE, FAN_URL, S3FD_FILE, S3FD_URL
-from pipeline.io import load_versioned_torch, save_torch
+from pipeline.io import load_state_dict, load_versioned_torch, save_torch
 
 FAN_INPUT, FAN_HEATMAP = 256, 64
 FAN_NUM_POINTS = 68
@@ -161,6 +161,9 @@ class FANKeypoints:
             from face_alignment.detection.sfd.sfd_detector import SFDDetector
 
             det_path = locate_weights("face-alignment S3FD face detector", S3FD_FILE, S3FD_URL, detector_weights, allow_download)
+            # face_alignment unpickles the file itself (with weights_only=False in older releases): it gets
+            # only a file that has passed weights_only=True, which therefore holds tensors and nothing to run.
+            load_state_dict(det_path, "S3FD face detector state dict", f"Download {S3FD_URL} again.")
             self.detector = SFDDetector(str(self.device), path_to_detector=str(det_path))
             self.box = None
         else:

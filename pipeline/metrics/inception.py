@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from pipeline.io import sha256_file
+from pipeline.io import load_state_dict, sha256_file
 from pipeline.metrics.frechet import GaussianAccumulator, GaussianStats
 
 INCEPTION_EXTRACTOR = "inception-v3-compat"  # torch-fidelity's registry name
@@ -137,18 +137,6 @@ def _checked(path: Path, remedy: str) -> Path:
             f"another or a damaged file (FID is only comparable with the published weights), refused; {remedy}"
         )
     return path
-
-
-def load_state_dict(path: str | Path, what: str, remedy: str, error: type[Exception] = ValueError) -> dict[str, Tensor]:
-    """The state dict in `path`, unpickled with weights_only=True: tensors and containers only, so a
-    crafted file cannot run code. Anything else raises `error` naming the file, `what` and `remedy`."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - unreadable, truncated or holding objects other than tensors
-        raise error(f"'{path}' is not a usable {what} ({err}); refused without running anything it holds. {remedy}") from None
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
-        raise error(f"'{path}' is not a usable {what} (not a mapping of names to tensors). {remedy}")
-    return state
 
 
 @contextmanager
