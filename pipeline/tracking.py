@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import ssl
 import subprocess
 import sys
 import time
@@ -78,8 +79,11 @@ def _probe(uri: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
     exist yet (MLflow would otherwise retry creating it for minutes)."""
     parsed = urlparse(uri)
     if parsed.scheme in ("http", "https"):
+        # MLflow's own switch for self-signed certificates applies to the probe as well.
+        insecure = os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true"
         try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout,
+                                        context=ssl._create_unverified_context() if insecure else None):
                 return None
         except urllib.error.HTTPError as err:
             return None if err.code < 500 else f"tracking server {uri} answers HTTP {err.code} ({err.reason})"
