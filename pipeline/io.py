@@ -97,6 +97,12 @@ def remove_stale_temporaries(path: str | Path) -> list[str]:
     return sorted(p.name for p in stale)
 
 
+def clear_stale_outputs(root: str | Path, *outputs: str | Path) -> list[str]:
+    """What killed earlier runs of a stage left beside each of its `outputs` (relative to `root`), removed
+    before the stage starts: remove_stale_temporaries for each. Returns the names removed."""
+    return [name for out in outputs for name in remove_stale_temporaries(Path(root) / out)]
+
+
 def is_no_space(err: BaseException) -> bool:
     """Whether `err`, or an error it was raised from, says the filesystem is full."""
     seen: set[int] = set()

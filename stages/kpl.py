@@ -24,7 +24,7 @@ from pipeline.analysis.projection import ProjectionsError, check_projections_sou
 from pipeline.analysis.options import KPLConfig
 from pipeline.config import ConfigError, Params
 from pipeline.data.dataset import PreparedDataset
-from pipeline.io import write_json, write_text
+from pipeline.io import clear_stale_outputs, write_json, write_text
 from pipeline.reporting import pool_repeats
 from pipeline.tracking import resolve_tracking_uri, stage_run
 from stages import paths
@@ -124,6 +124,7 @@ def run(params: Params, model: str, root: Path = Path("."), progress: bool = Tru
     """KPL of `model`; writes its metrics json (and, with `table`, refreshes Table 3)."""
     cfg, pcfg = kpl_config(params), project_config(params)
     row = model_row(params, model)  # unknown models fail before any work
+    clear_stale_outputs(root, paths.kpl_metrics(model), table3_file())
     device = resolve_device(cfg.device)
     projections = load_projections(root, model)
     G, row, snapshot, source = load_generator(params, model, root, device)

@@ -21,7 +21,7 @@ from pipeline.analysis.keypoints import load_regressor
 from pipeline.analysis.options import ProjectConfig
 from pipeline.analysis.projection import make_loss, project, save_projection_figure, snapshot_record, to_uint8
 from pipeline.config import ConfigError, Params
-from pipeline.io import atomic_file, write_json
+from pipeline.io import atomic_file, clear_stale_outputs, write_json
 from pipeline.progress import progress_bar
 from pipeline.tracking import resolve_tracking_uri, stage_run
 from pipeline.metrics.scoring import pick_device
@@ -142,6 +142,7 @@ def run(params: Params, model: str, root: Path = Path("."), progress: bool = Tru
     """Project `model`'s test images into each configured space; return the metrics written."""
     cfg = project_config(params)
     device = resolve_device(cfg.device)
+    clear_stale_outputs(root, projections_file(model), project_figure(model), project_metrics(model))
     G, row, snapshot, source = load_generator(params, model, root, device)
     images, indices = load_test_images(root, cfg, G.resolution)
     loss_fn = make_loss(cfg.projector, domain_feature_net(params, cfg, root)).to(device)

@@ -29,7 +29,7 @@ from pipeline.analysis.properties import (
 )
 from pipeline.config import ConfigError, Params
 from pipeline.data.preview import save_grid
-from pipeline.io import write_json
+from pipeline.io import clear_stale_outputs, write_json
 from pipeline.models.coords import Grid
 from pipeline.metrics.scoring import GeneratorSampler, latents_for_seeds, pick_device
 from pipeline.progress import progress_bar
@@ -51,6 +51,7 @@ def run(params: Params, row: str, root: Path = Path("."), progress: bool = True)
     """Draw the four figures of `row` and return its metrics (also written and logged)."""
     cfg: PropertiesConfig = params.properties
     params.row(row)  # unknown rows stop here with the list of known ones
+    clear_stale_outputs(root, paths.properties_dir(row), paths.properties_metrics(row))
     generator, info = load_snapshot_generator(params, row, root)
     device = pick_device(cfg.device)
     sampler = GeneratorSampler(generator, cfg.truncation_psi, device)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from pipeline.config import Params
-from pipeline.io import write_json
+from pipeline.io import clear_stale_outputs, write_json
 from pipeline.data.preview import save_grid
 from pipeline.metrics.inception import FeatureExtractor, quantize
 from pipeline.metrics.scoring import (
@@ -163,6 +163,7 @@ def run(params: Params, row: str, root: Path = Path("."), progress: bool = True)
     """Score the trained `row`; write its metrics file and MLflow run; return the metrics."""
     cfg = score_config(params)
     row_cfg = params.row(row)
+    clear_stale_outputs(root, paths.score_metrics(row), paths.samples_png(row))  # a killed earlier score's temporaries
     generator, info = load_snapshot_generator(params, row, root)
     resolution = int(generator.resolution)
     extractor = build_extractor(params, row_cfg.dataset, root)

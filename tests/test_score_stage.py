@@ -5,6 +5,9 @@ curve row without kept snapshots) failing with nothing written."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -111,6 +114,22 @@ def test_untrained_row_fails_and_writes_nothing(study):
     with pytest.raises(MetricsInputError, match=r"row 'toy' has not been trained.*pipeline train --row toy"):
         score.run(params, "toy", progress=False)
     assert not (root / score.score_metrics_file("toy")).exists()
+
+
+def test_a_killed_scores_temporaries_are_removed_when_score_starts(study):
+    """Issue #15 item 10: a SIGKILLed score left 0-byte temporaries inside git-tracked reports/; the next
+    score removes them at start, even when it then fails, and leaves a live writer's temporaries alone."""
+    root, _params_ = study
+    metrics = root / score.score_metrics_file("toy")
+    metrics.parent.mkdir(parents=True, exist_ok=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    stale = metrics.parent / f".{metrics.name}.{int(dead.stdout)}-abcd1234.tmp.json"
+    live = metrics.parent / f".{metrics.name}.{os.getpid()}-efgh5678.tmp.json"
+    stale.touch()
+    live.touch()
+    with pytest.raises(MetricsInputError):  # untrained: fails after clearing
+        score.run(_params_, "toy", progress=False)
+    assert not stale.exists() and live.exists()
 
 
 def test_reference_resolution_mismatch_fails(study, micro_dict):
