@@ -141,19 +141,21 @@ def train_all(
     jobs: Annotated[int, typer.Option(help="rows trained at once, each in its own process")] = 2,
     threads: Annotated[int, typer.Option(help="CPU threads per process")] = 1,
     rows: Annotated[Optional[str], typer.Option(help="comma-separated rows (default: every row of params.yaml)")] = None,
+    then: Annotated[Optional[list[str]], typer.Option(help="a shell command that joins the pool once every row has started, "
+                                                           "filling the lanes the last rows leave idle (repeatable; log runs/logs/then-<k>.log)")] = None,
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Train several rows side by side (what `make repro` does before `dvc repro`): on a 2-core CPU two
     one-thread trainings get ~1.3x the throughput of one two-thread training. Finished rows return at
-    once; logs go to runs/logs/<row>.log. `dvc repro` afterwards records the trained rows."""
+    once; logs go to runs/logs/<row>.log. `dvc commit train` (or `dvc repro`) afterwards records the trained rows."""
     params = load_params(params_path)
     from stages import train as stage
 
     names = [r.strip() for r in rows.split(",") if r.strip()] if rows else list(params.rows)
-    codes = stage.train_many(params_path, names, jobs, Path("runs") / "logs", echo=typer.echo, threads=threads)
+    codes = stage.train_many(params_path, names, jobs, Path("runs") / "logs", echo=typer.echo, threads=threads, then=then or ())
     failed = [r for r, c in codes.items() if c != 0]
     if failed:
-        typer.echo(f"training failed for {', '.join(failed)}: see runs/logs/<row>.log", err=True)
+        typer.echo(f"failed: {', '.join(failed)}: see runs/logs/<name>.log", err=True)
         raise typer.Exit(1)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -119,7 +119,7 @@ def benchmark(params: Params, row: str, batch: int | None = None, steps: int = 1
 
 
 def train_many(params_path: Path, rows: list[str], jobs: int, log_dir: Path, echo: Callable[[str], None] = print,
-               threads: int = 1) -> dict[str, int]:
+               threads: int = 1, then: Sequence[str] = ()) -> dict[str, int]:
     """Train `rows` as separate processes, `jobs` at a time, each with `threads` CPU threads; return each
     row's exit code (0: trained or already trained).
 
@@ -127,7 +127,12 @@ def train_many(params_path: Path, rows: list[str], jobs: int, log_dir: Path, ech
     ~1.3x the images per second of one two-thread training, but `dvc repro` runs one stage at a time.
     `make repro` trains the rows this way first; `dvc repro` then finds each row finished (the same
     command resumes at its last step) and only records the outputs. The longest rows start first.
-    Each process writes its output to log_dir/<row>.log."""
+    Each process writes its output to log_dir/<row>.log.
+
+    `then`: shell commands that join the same pool once every row has started (their logs:
+    log_dir/then-<k>.log, their exit codes under the key `then-<k>`). With more rows than jobs the last
+    row trains alone while the other lanes idle; work that does not need the trained rows (DVC's
+    reference, keypoints and macs stages in `make repro`) fills them."""
     import subprocess
     import time
 
@@ -140,17 +145,26 @@ def train_many(params_path: Path, rows: list[str], jobs: int, log_dir: Path, ech
     cost = {row: train_options(params, row).total_steps * train_options(params, row).total_batch
             * (1.4 if params.row(row).generator.kind == "stylegan2" else 1.0) for row in rows}  # StyleGAN2's toy G is the slowest
     pending = sorted(rows, key=lambda r: -cost[r])
+    extra = {f"then-{k}": command for k, command in enumerate(then, 1)}
+    pending += list(extra)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     log_dir.mkdir(parents=True, exist_ok=True)
     running: dict[str, tuple[subprocess.Popen, Any, float]] = {}
     codes: dict[str, int] = {}
+    started = 0
     while pending or running:
         while pending and len(running) < jobs:
             row = pending.pop(0)
             log = open(log_dir / f"{row}.log", "w")  # noqa: SIM115 (closed when the process ends)
-            cmd = [sys.executable, "-m", "stages.train", "--params", str(params_path), "--row", row, "--restart-on-change"]
-            running[row] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log, time.perf_counter())
-            echo(f"train {row}: started ({len(codes) + len(running)}/{len(rows)}, log {log_dir / f'{row}.log'})")
+            if row in extra:
+                proc = subprocess.Popen(extra[row], shell=True, stdout=log, stderr=subprocess.STDOUT, env=env)
+                echo(f"{row}: started `{extra[row]}` (log {log_dir / f'{row}.log'})")
+            else:
+                cmd = [sys.executable, "-m", "stages.train", "--params", str(params_path), "--row", row, "--restart-on-change"]
+                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+                started += 1
+                echo(f"train {row}: started ({started}/{len(rows)}, log {log_dir / f'{row}.log'})")
+            running[row] = (proc, log, time.perf_counter())
         time.sleep(0.5)
         for row, (proc, log, t0) in list(running.items()):
             if proc.poll() is None:
@@ -159,7 +173,7 @@ def train_many(params_path: Path, rows: list[str], jobs: int, log_dir: Path, ech
             codes[row] = proc.returncode
             del running[row]
             last = (log_dir / f"{row}.log").read_text().strip().splitlines()[-1:] or [""]
-            echo(f"train {row}: {'done' if proc.returncode == 0 else f'FAILED (exit {proc.returncode})'} in "
+            echo(f"{'' if row in extra else 'train '}{row}: {'done' if proc.returncode == 0 else f'FAILED (exit {proc.returncode})'} in "
                  f"{time.perf_counter() - t0:.0f} s: {last[0][:160]}")
     return codes
 

@@ -119,6 +119,13 @@ def test_train_many_trains_rows_side_by_side_and_reports_each_exit_code(project:
     # Again: finished rows return at once (the same command resumes at its last step).
     again = stage.train_many(params, ["inr_gan"], jobs=1, log_dir=project / "runs" / "logs", echo=lines.append)
     assert again == {"inr_gan": 0} and "step 4" in (project / "runs" / "logs" / "inr_gan.log").read_text()
+    # `then` commands join the pool after every row has started; their exit codes are reported too.
+    lines.clear()
+    side = stage.train_many(params, ["inr_gan"], jobs=1, log_dir=project / "runs" / "logs", echo=lines.append,
+                            then=["echo side work; exit 3"])
+    assert side == {"inr_gan": 0, "then-1": 3}
+    assert [line.split(":")[0] for line in lines] == ["train inr_gan", "train inr_gan", "then-1", "then-1"], lines
+    assert lines[-1].startswith("then-1: FAILED (exit 3)") and "side work" in (project / "runs" / "logs" / "then-1.log").read_text()
     with pytest.raises(ConfigError, match="unknown row 'nope'"):
         stage.train_many(params, ["nope"], jobs=1, log_dir=project / "runs" / "logs")
 
