@@ -126,3 +126,45 @@ def test_resume_with_another_process_count_continues(tmp_path):
     assert _run_two_ranks(tmp_path / "run", options) == [0, 0]
     summary = _run(tmp_path / "run", toy_options(iterations=4))
     assert summary.resumed_from == 2 and summary.step == 4
+
+
+def _killed_mid_checkpoint_child(run_dir, kill_at_step):
+    """Trains until the training state of `kill_at_step` is being written, then dies with half of its
+    bytes on disk (what a SIGKILL or a power cut during torch.save leaves)."""
+    import io
+    import os
+    import signal
+
+    import pipeline.train.checkpoint as checkpoint
+
+    real_save = checkpoint.torch.save
+
+    def half_then_die(obj, f, *args, **kwargs):
+        if isinstance(obj, dict) and obj.get("step") == kill_at_step and "models" in obj:
+            buffer = io.BytesIO()
+            real_save(obj, buffer, *args, **kwargs)
+            f.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+            f.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_save(obj, f, *args, **kwargs)
+
+    checkpoint.torch.save = half_then_die
+    _run(run_dir, generator=NoisyToyGenerator)
+
+
+def test_sigkill_while_the_training_state_is_written_keeps_the_last_one_and_resumes_exactly(tmp_path):
+    # Issue #15: the kill that matters is the one during a checkpoint write. The half-written file is a
+    # temporary; the training state of step 2 stays whole, and the resumed run ends where an
+    # uninterrupted one does.
+    _run(tmp_path / "whole", generator=NoisyToyGenerator)
+    child = FORK.Process(target=_killed_mid_checkpoint_child, args=(tmp_path / "killed", 4))
+    child.start()
+    child.join(120)
+    assert child.exitcode == -9
+    leftovers = [p.name for p in (tmp_path / "killed").iterdir() if p.name.startswith(".")]
+    assert any(".tmp" in name for name in leftovers), leftovers  # the half-written temporary is there...
+    assert load_checkpoint(tmp_path / "killed" / TRAINING_STATE)["step"] == 2  # ...and the state it replaces is whole
+    summary = _run(tmp_path / "killed", generator=NoisyToyGenerator)
+    assert summary.resumed_from == 2 and summary.step == 6
+    _assert_same_models(_models(tmp_path / "whole"), _models(tmp_path / "killed"), exact=True)
+    assert not [p.name for p in (tmp_path / "killed").iterdir() if ".tmp" in p.name]  # removed by the resumed run
