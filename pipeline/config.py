@@ -243,12 +243,17 @@ class Params(_Strict):
         return value
 
     def settings_fingerprint(self, row: str) -> str:
-        """The row's settings apart from its training seed (pipeline.train.options.settings_fingerprint)."""
+        """The row's settings apart from its training seed (pipeline.train.options.settings_fingerprint),
+        and its training length: a run may be extended (kimg is a resumable setting), but a score after
+        11.2 kimg is no repeat of one after 16."""
+        import hashlib
+
         from pipeline.train.options import resolve_train_config, settings_fingerprint
 
         cfg = self.row(row)
         options = resolve_train_config(self.train, cfg.train, where=f"train + rows.{row}.train")
-        return settings_fingerprint(cfg.dataset, cfg.generator.model_dump(mode="json"), options)
+        settings = settings_fingerprint(cfg.dataset, cfg.generator.model_dump(mode="json"), options)
+        return hashlib.sha256(f"{settings} images {options.total_steps * options.total_batch}".encode()).hexdigest()
 
     def repeats_of(self, names: Mapping[str, str], metrics_file: Callable[[str], Path]) -> dict[str, list[str]]:
         """name -> [name, its seed repeats] for results keyed by `names` (result name -> row: rows

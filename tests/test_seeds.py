@@ -123,6 +123,10 @@ def test_the_plain_profile_finds_committed_repeats_with_the_rows_settings(projec
         paths.score_metrics(row).write_text(json.dumps({"fd_domain": fd, "kimg": 4.0, "profile": "micro", "settings_sha256": fingerprint}))
     assert stage.repeats(plain) == {"inr_gan": ["inr_gan", "inr_gan_s1"], "stylegan2": ["stylegan2"]}  # s2: other settings
     assert "11.00 +- 1.41 (2 seeds) (faces32)" in stage.run(plain)["table1"]
+    longer = {**micro_dict, "train": {**micro_dict["train"], "kimg": 2 * (micro_dict["train"].get("kimg") or 1)}}
+    longer["train"].pop("iterations", None)
+    # Trained longer since (a resumable setting, but a score of a shorter run is no repeat): no repeat matches.
+    assert stage.repeats(parse_params(_with_seeds(longer, rows=("inr_gan",), values=(1, 2))))["inr_gan"] == ["inr_gan"]
     micro_dict["train"] = {**micro_dict["train"], "r1_gamma": 0.5}  # the row changed since: no repeat matches
     assert stage.repeats(parse_params(_with_seeds(micro_dict, rows=("inr_gan",), values=(1, 2))))["inr_gan"] == ["inr_gan"]
 
