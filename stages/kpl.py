@@ -6,7 +6,8 @@ loss of Table 3 (Algorithm 1) for each model, compiled into reports/tables/table
   held-out error).
 - `run(params, model)`: KPL(Z), KPL(W), KPL(random) of one model from its snapshot and its
   projections (stage `project`); writes reports/metrics/kpl/<model>.json and refreshes the table.
-- `run_all(params)`: every model of project.models, then the table (the DVC stage).
+- `run_all(params)`: every model of project.models, then the table and reports/metrics/table3.json
+  (the DVC stage; its metrics output, so the per-model files of other runs, e.g. seed repeats, stay).
 """
 
 from __future__ import annotations
@@ -161,6 +162,8 @@ def run(params: Params, model: str, root: Path = Path("."), progress: bool = Tru
 def run_all(params: Params, root: Path = Path("."), progress: bool = True) -> dict[str, dict[str, Any]]:
     results = {m: run(params, m, root, progress, table=False) for m in project_config(params).models}
     write_table3(params, root)
+    headline = ("kpl_z", "kpl_w", "kpl_random", "kpl_random_z", "kpl_random_w", "extractor_test_mse", "num_train", "num_test")
+    write_json(root / paths.KPL_SUMMARY, {m: {k: r[k] for k in headline if k in r} for m, r in results.items()})
     return results
 
 

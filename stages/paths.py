@@ -47,6 +47,12 @@ def kpl_metrics(model: str) -> Path:
     return REPORTS / "metrics" / "kpl" / f"{model}.json"
 
 
+# The kpl stage's DVC metrics: this run's models' KPL values. The per-model files above are written too but
+# are no DVC output: DVC empties a stage's outputs before it runs, which lost the seed repeats' files when
+# the plain profile re-ran kpl for its two models.
+KPL_SUMMARY = REPORTS / "metrics" / "table3.json"
+
+
 def table_md(name: str) -> Path:
     return REPORTS / "tables" / f"{name}.md"
 

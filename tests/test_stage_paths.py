@@ -43,3 +43,13 @@ def test_properties_paths() -> None:
     outs = {o.replace("${item}", "ROW") for o in _declared(STAGES["properties"], "outs")}
     assert outs == {str(paths.properties_dir("ROW"))}
     assert {m.replace("${item}", "ROW") for m in _declared(STAGES["properties"], "metrics")} == {str(paths.properties_metrics("ROW"))}
+
+
+def test_kpl_declares_its_summary_not_the_per_model_folder() -> None:
+    # DVC empties a stage's outputs before running it: with reports/metrics/kpl declared, re-running kpl
+    # for the plain profile's two models deleted the seed repeats' KPL files (Table 3 lost its seeds).
+    stage = STAGES["kpl"]
+    assert _declared(stage, "metrics") == {str(paths.KPL_SUMMARY)}
+    declared = _declared(stage, "outs") | _declared(stage, "metrics")
+    assert not any(str(paths.kpl_metrics("m")).startswith(d) for d in declared)
+    assert str(paths.KPL_SUMMARY) in {next(iter(d)) if isinstance(d, dict) else d for d in STAGES["tables"]["deps"]}

@@ -89,6 +89,8 @@ def test_keypoints_project_and_kpl_stages_write_their_outputs(setup):
     r = results["inr_gan"]
     assert {"kpl_z", "kpl_w", "kpl_random", "extractor_heldout_mse", "extractor_test_mse"} <= set(r)
     assert json.loads((root / "reports/metrics/kpl/stylegan2.json").read_text())["kpl_w"] == results["stylegan2"]["kpl_w"]
+    summary = json.loads((root / "reports/metrics/table3.json").read_text())  # the stage's DVC metrics: headline values
+    assert set(summary) == {"inr_gan", "stylegan2"} and summary["inr_gan"]["kpl_z"] == r["kpl_z"] and "per_keypoint" not in str(summary)
     table = (root / "reports/tables/table3_kpl.md").read_text()
     assert "2.10e-04" in table and "6.00e-05" in table  # the paper's KPL(Z) beside ours
     assert f"{r['kpl_z']:.2e}" in table and "INR-GAN's KPL(Z)" in table
