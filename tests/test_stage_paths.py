@@ -53,3 +53,14 @@ def test_kpl_declares_its_summary_not_the_per_model_folder() -> None:
     declared = _declared(stage, "outs") | _declared(stage, "metrics")
     assert not any(str(paths.kpl_metrics("m")).startswith(d) for d in declared)
     assert str(paths.KPL_SUMMARY) in {next(iter(d)) if isinstance(d, dict) else d for d in STAGES["tables"]["deps"]}
+
+
+def test_dvcignore_keeps_bytecode_out_of_code_dependencies() -> None:
+    # DVC hashes every file of a directory dependency and ignores .gitignore; a written __pycache__
+    # changed pipeline/models' hash and made a fresh clone's `dvc status` report changed code.
+    import pathspec
+
+    spec = pathspec.PathSpec.from_lines("gitwildmatch", (REPO / ".dvcignore").read_text().splitlines())
+    assert spec.match_file("pipeline/models/__pycache__/fmm.cpython-311.pyc")
+    assert spec.match_file("stages/__pycache__/train.cpython-311.pyc")
+    assert not spec.match_file("pipeline/models/fmm.py") and not spec.match_file("data/prepared/faces32/images.npy")
