@@ -328,31 +328,76 @@ def tables(params_path: ParamsOption = Path("params.yaml")) -> None:
         typer.echo(text)
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+def _free_port(host: str, preferred: int = 0) -> int:
+    """`preferred` when it is free on `host` (a bookmark keeps working), else any free port."""
+    for port in (preferred, 0) if preferred else (0,):
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise OSError(f"no free port on {host}")
+
+
+def _experiment_id(uri: str, name: str) -> str | None:
+    """The experiment's id in a SQLite store, read directly (importing MLflow costs seconds); None otherwise."""
+    import sqlite3
+
+    path = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)) as db:
+            row = db.execute("SELECT experiment_id FROM experiments WHERE name = ?", (name,)).fetchone()
+    except sqlite3.Error:
+        return None
+    return None if row is None else str(row[0])
 
 
 @app.command()
 def ui(
     host: Annotated[str, typer.Option(help="address to bind; loopback by default so the UI is not exposed")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port; 0 picks a free one")] = 0,
+    port: Annotated[int, typer.Option(help="port (MLflow's usual 5000; another free one when it is taken); 0 picks any free one")] = 5000,
+    workers: Annotated[int, typer.Option(help="web server processes (MLflow's default of 4 takes ~30 s to answer on 2 cores, 1 about 8 s)", min=1)] = 1,
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Start the MLflow UI on the study's tracking store and print its address."""
+    """Start the MLflow UI on the study's tracking store; print its address, then the study's runs table
+    once the server answers."""
     params = load_params(params_path)
     uri = resolve_tracking_uri(params.tracking.uri)
-    port = port or _free_port(host)
+    port = _free_port(host, port)
     mlflow_bin = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
-    typer.echo(f"MLflow UI for {uri} at http://{host}:{port}  (Ctrl+C stops it)")
+    typer.echo(f"MLflow UI for {uri} at http://{host}:{port}  (starting; Ctrl+C stops it)")
     sys.stdout.flush()  # the address must be visible before the server blocks
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        typer.echo(f"no tracking store at {uri.removeprefix('sqlite:///')} yet: `make repro` (or any stage) creates it; "
+                   f"the UI starts empty")
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    cmd = [mlflow_bin, "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
-    raise typer.Exit(_serve(cmd, env))
+    cmd = [mlflow_bin, "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port), "--workers", str(workers)]
+    experiment = _experiment_id(uri, params.tracking.experiment)
+    # MLflow 3 opens an experiment in its GenAI view; the runs table of a training study is the
+    # machine-learning one.
+    page = f"#/experiments/{experiment}?workflowType=machine_learning" if experiment else ""
+    raise typer.Exit(_serve(cmd, env, ready=(f"http://{host}:{port}/health", f"http://{host}:{port}/{page}")))
 
 
-def _serve(cmd: list[str], env: dict[str, str], grace_s: float = 10.0) -> int:
+def _announce_when_ready(proc: subprocess.Popen, health: str, address: str, timeout_s: float = 180.0) -> None:
+    """Print `address` once `health` answers (the server prints its address long before it serves)."""
+    import urllib.request
+
+    start = time.monotonic()
+    while proc.poll() is None and time.monotonic() - start < timeout_s:
+        try:
+            with urllib.request.urlopen(health, timeout=2):
+                typer.echo(f"ready after {time.monotonic() - start:.0f} s: {address}")
+                sys.stdout.flush()
+                return
+        except OSError:
+            time.sleep(0.5)
+
+
+def _serve(cmd: list[str], env: dict[str, str], grace_s: float = 10.0, ready: tuple[str, str] | None = None) -> int:
     """Run the server `cmd` until it ends; SIGTERM, SIGINT or SIGHUP to this process stop it and its workers.
 
     `mlflow ui` starts its web server as a child process of its own, and neither subprocess.call nor
@@ -368,6 +413,8 @@ def _serve(cmd: list[str], env: dict[str, str], grace_s: float = 10.0) -> int:
     stop_signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
     previous = {sig: signal.signal(sig, forward) for sig in stop_signals}
     try:
+        if ready is not None:
+            _announce_when_ready(proc, *ready)
         code = proc.wait()
     finally:
         for sig, handler in previous.items():

@@ -105,6 +105,12 @@ def test_ui_serves_mlflow_on_loopback(project: Path) -> None:
                 assert proc.poll() is None, proc.stdout.read()
                 assert time.time() < deadline, "MLflow UI did not answer within 180 s"
                 time.sleep(1)
+        # It says when it answers (the address comes first, long before), and that the store is empty.
+        later = [proc.stdout.readline()]
+        while not later[-1].startswith("ready after") and len(later) < 50:  # MLflow's own log lines come between
+            later.append(proc.stdout.readline())
+        assert any("no tracking store" in line and "make repro" in line for line in later), later
+        assert later[-1].startswith("ready after") and url in later[-1], later
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
@@ -155,3 +161,22 @@ def test_ui_killed_by_pid_takes_its_server_along(project: Path, tmp_path_factory
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_ui_keeps_its_port_when_free_and_finds_the_study_in_the_store(tmp_path: Path) -> None:
+    import socket
+    import sqlite3
+
+    from pipeline.cli import _experiment_id, _free_port
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        busy = taken.getsockname()[1]
+        assert _free_port("127.0.0.1", busy) != busy  # taken: another free one
+    assert _free_port("127.0.0.1", busy) == busy  # free again: the same port, so a bookmark keeps working
+    db = tmp_path / "mlruns.db"
+    with sqlite3.connect(db) as con:
+        con.execute("CREATE TABLE experiments (experiment_id INTEGER, name TEXT)")
+        con.execute("INSERT INTO experiments VALUES (0, 'Default'), (3, 'inr-gan-default')")
+    assert _experiment_id(f"sqlite:///{db}", "inr-gan-default") == "3"
+    assert _experiment_id(f"sqlite:///{db}", "other") is None and _experiment_id(f"sqlite:///{tmp_path / 'none.db'}", "x") is None
