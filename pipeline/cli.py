@@ -97,6 +97,10 @@ def profile(
                 f"# ({', '.join(added)}). `pipeline profile {name}` restores the plain profile.\n"
                 + yaml.safe_dump(expanded, sort_keys=False, width=120))
     write_text(params_path, text)
+    from pipeline.plots import PLOTS_FILE, plots_yaml
+
+    # The charts of `dvc plots show` name the profile's rows, so they change with it.
+    write_text(params_path.parent / PLOTS_FILE, plots_yaml(parse_params(yaml.safe_load(text), str(params_path))))
     extra = " with its seed repeats" if seeds else ""
     typer.echo(f"{params_path} now holds the {name!r} profile{extra} (from {source}); run `dvc repro` to bring results up to date")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -180,3 +181,36 @@ def test_ui_keeps_its_port_when_free_and_finds_the_study_in_the_store(tmp_path: 
         con.execute("INSERT INTO experiments VALUES (0, 'Default'), (3, 'inr-gan-default')")
     assert _experiment_id(f"sqlite:///{db}", "inr-gan-default") == "3"
     assert _experiment_id(f"sqlite:///{db}", "other") is None and _experiment_id(f"sqlite:///{tmp_path / 'none.db'}", "x") is None
+
+
+def test_profile_switch_writes_the_profiles_dvc_plots_and_dvc_draws_one_series_per_row(project: Path) -> None:
+    # `dvc plots show` drew one chart per row (loss_g only) and Fig. 8 / Fig. 9 as one zig-zag line (issue
+    # #14): each table's rows now share a chart, Fig. 8 has a series per rank, Fig. 9 one per generator and
+    # convention. Rendered by DVC itself on the committed default-profile CSVs.
+    import shutil
+
+    (project / "profiles").mkdir()
+    (project / "profiles" / "default.yaml").write_text((REPO / "profiles" / "default.yaml").read_text())
+    assert runner.invoke(app, ["profile", "default"]).exit_code == 0
+    assert (project / "reports/plots/dvc.yaml").read_text() == (REPO / "reports/plots/dvc.yaml").read_text()  # committed = generated
+    for name in ("train", "fig8_rank_curve.csv", "fig9_gmacs.csv"):
+        src = REPO / "reports/plots" / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, project / "reports/plots" / name)
+    shutil.copytree(REPO / ".dvc/plots", project / ".dvc/plots")
+    dvc = str(Path(sys.executable).with_name("dvc"))
+    subprocess.run([dvc, "init", "--no-scm", "-q", "-f"], cwd=project, check=True)
+    shutil.copytree(REPO / ".dvc/plots", project / ".dvc/plots", dirs_exist_ok=True)
+    res = subprocess.run([dvc, "plots", "show", "--json"], cwd=project, capture_output=True, text=True, check=True)
+    plots = {pid: p[0]["content"] for pid, p in json.loads(res.stdout)["data"].items()}
+
+    def series(spec: dict, *fields: str) -> set:
+        return {tuple(v[f] for f in fields) for v in spec["data"]["values"]}
+
+    table1 = ("latent_inr", "hyper_inr", "hyper_fourier", "hyper_fmm", "inr_gan", "stylegan2")
+    assert series(plots["table1_loss_g"], "filename") == {(f"{r}.csv",) for r in table1}
+    assert plots["table1_loss_g"]["encoding"]["color"]["field"] == "filename"
+    assert series(plots["table1_loss_d_real"], "filename") == {(f"{r}.csv",) for r in table1}
+    assert {f for (f,) in series(plots["table2_r1"], "filename")} >= {"inr_gan_no_fmm_act.csv", "inr_gan_sg2.csv", "inr_gan.csv"}
+    assert series(plots["fig8_rank_curve"], "rank") == {("1",), ("10",), ("30",)} and plots["fig8_rank_curve"]["encoding"]["color"]["field"] == "rank"
+    assert series(plots["fig9_gmacs"], "row", "field") == {(r, f) for r in ("inr_gan", "stylegan2") for f in ("gmacs_paper", "gmacs_true")}
+    assert all(spec["title"]["text"] for spec in plots.values())

@@ -26,17 +26,15 @@ def test_prepare_paths() -> None:
 
 def test_macs_paths() -> None:
     stage = STAGES["macs"]
-    assert _declared(stage, "outs") == {str(paths.TABLE1_COST_MD), str(paths.TABLE1_COST_CSV), str(paths.FIG9_PNG)}
+    assert _declared(stage, "outs") == {str(paths.TABLE1_COST_MD), str(paths.TABLE1_COST_CSV), str(paths.FIG9_PNG), str(paths.FIG9_CSV)}
     assert _declared(stage, "metrics") == {str(paths.MACS_METRICS)}
-    assert _declared(stage, "plots") == {str(paths.FIG9_CSV)}
 
 
 def test_tables_paths() -> None:
     from stages.tables import TABLES
 
     expected = {str(paths.table_md(t)) for t in TABLES} | {str(paths.table_csv(t)) for t in TABLES} | {str(paths.REPORTS / "README.md")}
-    assert _declared(STAGES["tables"], "outs") == expected | {str(paths.FIG8_CURVE_PNG)}
-    assert _declared(STAGES["tables"], "plots") == {str(paths.FIG8_CURVE_CSV)}
+    assert _declared(STAGES["tables"], "outs") == expected | {str(paths.FIG8_CURVE_PNG), str(paths.FIG8_CURVE_CSV)}
 
 
 def test_properties_paths() -> None:
