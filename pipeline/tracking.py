@@ -243,16 +243,14 @@ def stage_run(uri: str, experiment: str, run_name: str, tags: Mapping[str, Any],
             tracker.skipped = f"could not start a run: {err}"
     if params:
         tracker.log_params(params)
+    status = "FAILED"
     try:
         yield tracker
-    except BaseException:
-        tracker.finish("FAILED")
+        status = "FINISHED"
+    finally:
+        tracker.finish(status)
         if tracker.skipped:
             _keep_pending(tracker, pending_dir)
-        raise
-    tracker.finish("FINISHED")
-    if tracker.skipped:
-        _keep_pending(tracker, pending_dir)
 
 
 def log_pending(uri: str, pending_dir: Path = PENDING_DIR) -> tuple[list[str], list[str]]:

@@ -21,12 +21,12 @@ from pipeline.analysis.keypoints import load_regressor
 from pipeline.analysis.options import ProjectConfig
 from pipeline.analysis.projection import make_loss, project, save_projection_figure, snapshot_record, to_uint8
 from pipeline.config import ConfigError, Params
-from pipeline.io import atomic_file, clear_stale_outputs, write_json
+from pipeline.io import atomic_file, clear_stale_outputs, sha256_file, write_json
 from pipeline.progress import progress_bar
 from pipeline.tracking import resolve_tracking_uri, stage_run
 from pipeline.metrics.scoring import pick_device
 from pipeline.data.dataset import PreparedDataset
-from pipeline.train.checkpoint import NETWORK_SNAPSHOT, checkpoint_sha256, load_checkpoint
+from pipeline.train.checkpoint import NETWORK_SNAPSHOT, load_checkpoint
 from stages import paths
 
 def projections_file(model: str) -> Path:
@@ -85,7 +85,7 @@ def snapshot_path(params: Params, model: str, root: Path) -> tuple[str, Path]:
 def load_generator(params: Params, model: str, root: Path, device: torch.device) -> tuple[torch.nn.Module, str, Path, dict[str, Any]]:
     """(EMA generator of `model`'s row in eval mode, row, snapshot path, {sha256, step} of the snapshot)."""
     row, snapshot = snapshot_path(params, model, root)
-    sha256 = checkpoint_sha256(snapshot)  # before loading: a snapshot replaced meanwhile then fails the next check, not silently
+    sha256 = sha256_file(snapshot)  # before loading: a snapshot replaced meanwhile then fails the next check, not silently
     payload = load_checkpoint(snapshot, required=("G_ema",))
     generator = (payload.get("info") or {}).get("generator") or params.row(row).generator
     G = build_row_generator(generator)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.io import atomic_file
+from pipeline.io import save_torch
 
 NETWORK_SNAPSHOT = "network-snapshot.pt"
 TRAINING_STATE = "training-state.pt"
@@ -30,12 +30,9 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write `payload` with torch.save; readers see the old file or the new one, never half of one.
-
-    torch.save names the zip records after the file it is given a path to (here a random temporary
-    name), but uses a fixed prefix for a file object: equal payloads then give equal bytes."""
-    with atomic_file(path) as tmp, open(tmp, "wb") as fh:
-        torch.save({"format": FORMAT_VERSION, **payload}, fh)
+    """Write `payload` with torch.save; readers see the old file or the new one, never half of one, and
+    equal payloads give equal bytes (pipeline.io.save_torch)."""
+    save_torch(path, {"format": FORMAT_VERSION, **payload})
 
 
 def kept_snapshot_file(run_dir: str | Path, step: int) -> Path:
@@ -80,17 +77,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
             "written by this pipeline's training, or by an older version; it was left as it is; move it away and re-train the row"
         )
     return payload
-
-
-def checkpoint_sha256(path: str | Path) -> str:
-    """sha256 of a checkpoint file's bytes: which snapshot a derived result (projections) was made from."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def capture_rng() -> dict[str, Any]:

@@ -16,7 +16,8 @@ from pipeline.config import ConfigError, Params
 from pipeline.data import synthetic_faces
 from pipeline.analysis.projection import ProjectionsError, snapshot_record
 from pipeline.data.dataset import PreparedDataError
-from pipeline.train.checkpoint import checkpoint_sha256, save_checkpoint
+from pipeline.io import sha256_file
+from pipeline.train.checkpoint import save_checkpoint
 from stages import kpl as kpl_stage
 from stages import project as project_stage
 
@@ -111,7 +112,7 @@ def test_bad_inputs_say_what_to_do(setup, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(root / "torch"))
     fan_params = _params(micro, extractor="fan")
     (root / "data/projections").mkdir(parents=True)
-    made_from = snapshot_record(checkpoint_sha256(root / "runs/row_a/network-snapshot.pt"), 0)
+    made_from = snapshot_record(sha256_file(root / "runs/row_a/network-snapshot.pt"), 0)
     np.savez(root / "data/projections/inr_gan.npz", indices=np.arange(4), z=np.zeros((4, 8)), w=np.zeros((4, 8)), **made_from)
     with pytest.raises(WeightsError, match="2DFAN4-11f355bf06.pth.tar"):
         kpl_stage.run(fan_params, "inr_gan", progress=False)
@@ -128,7 +129,7 @@ def test_kpl_refuses_projections_of_an_earlier_snapshot(setup, monkeypatch):
     _write_snapshot(root, "row_a", 0)
     project_stage.run(params, "inr_gan", progress=False)
     with np.load(root / "data/projections/inr_gan.npz") as data:
-        assert str(data["snapshot_sha256"]) == checkpoint_sha256(root / "runs/row_a/network-snapshot.pt")
+        assert str(data["snapshot_sha256"]) == sha256_file(root / "runs/row_a/network-snapshot.pt")
     _write_snapshot(root, "row_a", 5)  # the row trained again
     with pytest.raises(ProjectionsError, match=r"projections '.*data/projections/inr_gan.npz' were made from another snapshot "
                                                r"\(step 0, sha256 [0-9a-f]{12}\) than '.*runs/row_a/network-snapshot.pt' now holds "
