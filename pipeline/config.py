@@ -34,8 +34,12 @@ class _Strict(BaseModel):
 def check_resolution(value: int) -> int:
     """A resolution must be a power of two in [MIN_RESOLUTION, MAX_RESOLUTION]."""
     if not (MIN_RESOLUTION <= value <= MAX_RESOLUTION) or value & (value - 1):
-        allowed = ", ".join(str(2**k) for k in range(int(math.log2(MIN_RESOLUTION)), int(math.log2(MAX_RESOLUTION)) + 1))
-        raise ValueError(f"resolution {value} is not a power of two between {MIN_RESOLUTION} and {MAX_RESOLUTION} (allowed: {allowed})")
+        allowed = ", ".join(
+            str(2**k) for k in range(int(math.log2(MIN_RESOLUTION)), int(math.log2(MAX_RESOLUTION)) + 1)
+        )
+        raise ValueError(
+            f"resolution {value} is not a power of two between {MIN_RESOLUTION} and {MAX_RESOLUTION} (allowed: {allowed})"
+        )
     return value
 
 
@@ -44,14 +48,22 @@ class DatasetConfig(_Strict):
 
     source: Literal["synthetic_faces", "folder", "zip", "lsun", "lsun10"]
     resolution: int
-    num_images: int | None = Field(default=None, gt=0, description="synthetic: how many to render; others: at most this many (None = all)")
+    num_images: int | None = Field(
+        default=None, gt=0, description="synthetic: how many to render; others: at most this many (None = all)"
+    )
     seed: int = 0
     path: Path | None = Field(default=None, description="folder, zip or LSUN lmdb directory")
     categories: dict[str, Path] | None = Field(default=None, description="lsun10: category name -> LSUN lmdb directory")
     per_category: int | None = Field(default=None, gt=0, description="lsun10: images taken from each category")
-    labels: Literal["none", "subfolders"] = Field(default="none", description="folder/zip: class label from the first sub-folder (MiniImageNet)")
-    filter: Literal["box", "lanczos", "bicubic", "bilinear"] = Field(default="box", description="resize filter; it changes FID, so it is recorded")
-    max_bad_fraction: float = Field(default=0.01, ge=0.0, lt=1.0, description="stop if more than this fraction of images is unreadable")
+    labels: Literal["none", "subfolders"] = Field(
+        default="none", description="folder/zip: class label from the first sub-folder (MiniImageNet)"
+    )
+    filter: Literal["box", "lanczos", "bicubic", "bilinear"] = Field(
+        default="box", description="resize filter; it changes FID, so it is recorded"
+    )
+    max_bad_fraction: float = Field(
+        default=0.01, ge=0.0, lt=1.0, description="stop if more than this fraction of images is unreadable"
+    )
 
     @field_validator("resolution")
     @classmethod
@@ -67,7 +79,9 @@ class DatasetConfig(_Strict):
                 raise ValueError(f"source 'synthetic_faces' renders at 32, 64 or 128 px, not {self.resolution}")
         elif self.source == "lsun10":
             if not self.categories or self.per_category is None:
-                raise ValueError("source 'lsun10' needs categories (name -> lmdb directory) and per_category (images per category)")
+                raise ValueError(
+                    "source 'lsun10' needs categories (name -> lmdb directory) and per_category (images per category)"
+                )
         elif self.path is None:
             raise ValueError(f"source '{self.source}' needs path (the {self.source} to read images from)")
         return self
@@ -110,8 +124,11 @@ class RowConfig(_Strict):
     table: str = Field(description="where the row appears in the paper, e.g. 'table1', 'table2', 'fig8'")
     generator: GeneratorSpec
     train: dict[str, Any] = Field(default_factory=dict, description="this row's overrides of the train: section")
-    seed_of: str | None = Field(default=None, description="the row this one repeats with another train.seed "
-                                "(written by `pipeline profile NAME --seeds`); tables report the mean and spread over the repeats")
+    seed_of: str | None = Field(
+        default=None,
+        description="the row this one repeats with another train.seed "
+        "(written by `pipeline profile NAME --seeds`); tables report the mean and spread over the repeats",
+    )
 
 
 class SeedsConfig(_Strict):
@@ -145,7 +162,9 @@ class MacsConfig(_Strict):
         for row, by_res in self.rows.items():
             for res, spec in by_res.items():
                 if spec.resolution != res:
-                    raise ValueError(f"macs.rows.{row}.{res}: the spec says resolution {spec.resolution}, the key says {res}")
+                    raise ValueError(
+                        f"macs.rows.{row}.{res}: the spec says resolution {spec.resolution}, the key says {res}"
+                    )
         for row in self.fig9.rows:
             if self.fig9.resolution not in self.rows.get(row, {}):
                 raise ValueError(
@@ -162,16 +181,22 @@ class Params(_Strict):
     seed: int = 0
     tracking: TrackingConfig = TrackingConfig()
     prepare: PrepareConfig
-    train: dict[str, Any] = Field(default_factory=dict, description="training defaults (pipeline.train.options.TrainConfig)")
+    train: dict[str, Any] = Field(
+        default_factory=dict, description="training defaults (pipeline.train.options.TrainConfig)"
+    )
     rows: dict[str, RowConfig] = Field(default_factory=dict)
     macs: MacsConfig
     reference: ReferenceConfig = ReferenceConfig()
     score: ScoreConfig = ScoreConfig()
     bench: BenchConfig = BenchConfig()
-    project: ProjectConfig | None = Field(default=None, description="latent projection of real faces (Table 3); face datasets only")
+    project: ProjectConfig | None = Field(
+        default=None, description="latent projection of real faces (Table 3); face datasets only"
+    )
     kpl: KPLConfig | None = Field(default=None, description="keypoint prediction loss (Table 3); face datasets only")
     properties: PropertiesConfig = PropertiesConfig()
-    seeds: SeedsConfig | None = Field(default=None, description="rows that `pipeline profile NAME --seeds` repeats with other training seeds")
+    seeds: SeedsConfig | None = Field(
+        default=None, description="rows that `pipeline profile NAME --seeds` repeats with other training seeds"
+    )
 
     @model_validator(mode="after")
     def _references(self) -> Params:
@@ -193,39 +218,58 @@ class Params(_Strict):
             if row.seed_of is not None:
                 base = self.rows.get(row.seed_of)
                 if base is None or base.seed_of is not None:
-                    raise ValueError(f"rows.{name}.seed_of: {row.seed_of!r} is not a row of its own; name the row this one repeats")
-                if (base.dataset, base.table, base.generator) != (row.dataset, row.table, row.generator) or \
-                        {k: v for k, v in base.train.items() if k != "seed"} != {k: v for k, v in row.train.items() if k != "seed"}:
-                    raise ValueError(f"rows.{name} repeats {row.seed_of!r} (seed_of) but differs from it in more than train.seed; "
-                                     f"a repeat must be the same row with another seed")
+                    raise ValueError(
+                        f"rows.{name}.seed_of: {row.seed_of!r} is not a row of its own; name the row this one repeats"
+                    )
+                if (base.dataset, base.table, base.generator) != (row.dataset, row.table, row.generator) or {
+                    k: v for k, v in base.train.items() if k != "seed"
+                } != {k: v for k, v in row.train.items() if k != "seed"}:
+                    raise ValueError(
+                        f"rows.{name} repeats {row.seed_of!r} (seed_of) but differs from it in more than train.seed; "
+                        f"a repeat must be the same row with another seed"
+                    )
         if self.seeds is not None:
             for row in self.seeds.rows:
                 if row not in self.rows:
-                    raise ValueError(f"seeds.rows: unknown row {row!r}; defined rows: {', '.join(sorted(self.rows)) or 'none'}")
-        datasets = {f"score.upsampled.{k}": k for k in self.score.upsampled} | {f"score.upsampled.{k}": v for k, v in self.score.upsampled.items()}
+                    raise ValueError(
+                        f"seeds.rows: unknown row {row!r}; defined rows: {', '.join(sorted(self.rows)) or 'none'}"
+                    )
+        datasets = {f"score.upsampled.{k}": k for k in self.score.upsampled} | {
+            f"score.upsampled.{k}": v for k, v in self.score.upsampled.items()
+        }
         if self.project:
             datasets["project.dataset"] = self.project.dataset
             for model, row in self.project.models.items():
                 if row not in self.rows:
-                    raise ValueError(f"project.models.{model}: unknown row {row!r}; defined rows: {', '.join(sorted(self.rows)) or 'none'}")
+                    raise ValueError(
+                        f"project.models.{model}: unknown row {row!r}; defined rows: {', '.join(sorted(self.rows)) or 'none'}"
+                    )
         if self.kpl and self.kpl.regressor:
             datasets["kpl.regressor.dataset"] = self.kpl.regressor.dataset
         for key, name in datasets.items():
             if name not in self.prepare.datasets:
-                raise ValueError(f"{key}: unknown dataset {name!r}; defined datasets: {', '.join(sorted(self.prepare.datasets))}")
+                raise ValueError(
+                    f"{key}: unknown dataset {name!r}; defined datasets: {', '.join(sorted(self.prepare.datasets))}"
+                )
         if self.score.curve.rows != "all":
             for row in self.score.curve.rows:
                 if row not in self.rows:
-                    raise ValueError(f"score.curve.rows: unknown row {row!r}; defined rows: {', '.join(sorted(self.rows)) or 'none'} (or 'all')")
+                    raise ValueError(
+                        f"score.curve.rows: unknown row {row!r}; defined rows: {', '.join(sorted(self.rows)) or 'none'} (or 'all')"
+                    )
         for row in self.bench.rows:
             if row not in self.rows and row not in self.macs.rows:
                 raise ValueError(f"bench.rows: unknown row {row!r}; use a row of `rows` or of `macs.rows`")
         for row in self.properties.rows:
             if row not in self.rows:
-                raise ValueError(f"properties.rows: unknown row {row!r}; defined rows: {', '.join(sorted(self.rows)) or 'none'}")
+                raise ValueError(
+                    f"properties.rows: unknown row {row!r}; defined rows: {', '.join(sorted(self.rows)) or 'none'}"
+                )
             if self.rows[row].generator.kind in NO_INR_DECODER_KINDS:
-                raise ValueError(f"properties.rows: row {row!r} is a {self.rows[row].generator.kind} generator, which has no INR decoder "
-                                 f"(no INR parameters to interpolate or Fourier bases to read); list INR rows only (latent_inr, hyper_*, inr_gan)")
+                raise ValueError(
+                    f"properties.rows: row {row!r} is a {self.rows[row].generator.kind} generator, which has no INR decoder "
+                    f"(no INR parameters to interpolate or Fourier bases to read); list INR rows only (latent_inr, hyper_*, inr_gan)"
+                )
         return self
 
     def dataset(self, name: str) -> DatasetConfig:
@@ -239,7 +283,9 @@ class Params(_Strict):
         """An optional section (project, kpl) that a stage needs; its absence is a ConfigError."""
         value = getattr(self, name)
         if value is None:
-            raise ConfigError(f"params.yaml (profile {self.profile!r}) has no `{name}:` section; copy it from profiles/{self.profile}.yaml")
+            raise ConfigError(
+                f"params.yaml (profile {self.profile!r}) has no `{name}:` section; copy it from profiles/{self.profile}.yaml"
+            )
         return value
 
     def settings_fingerprint(self, row: str) -> str:

@@ -294,16 +294,27 @@ def load_state_dict(path: str | Path, what: str, remedy: str, error: type[Except
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - unreadable, truncated or holding objects other than tensors
         # Only the reason: torch's message goes on to suggest weights_only=False, the very thing refused here.
-        unpickler = re.search(r"WeightsUnpickler error:\s*(.*?)\s*(?:Please use|Check the documentation|$)", str(err), re.S)
-        reason = (f"not plain tensors: {' '.join(unpickler.group(1).split())}" if unpickler
-                  else (str(err).strip().splitlines() or [repr(err)])[0])
-        raise error(f"'{path}' is not a usable {what} ({reason}); refused without running anything it holds. {remedy}") from None
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        unpickler = re.search(
+            r"WeightsUnpickler error:\s*(.*?)\s*(?:Please use|Check the documentation|$)", str(err), re.S
+        )
+        reason = (
+            f"not plain tensors: {' '.join(unpickler.group(1).split())}"
+            if unpickler
+            else (str(err).strip().splitlines() or [repr(err)])[0]
+        )
+        raise error(
+            f"'{path}' is not a usable {what} ({reason}); refused without running anything it holds. {remedy}"
+        ) from None
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
         raise error(f"'{path}' is not a usable {what} (not a mapping of names to tensors). {remedy}")
     return state
 
 
-def load_versioned_torch(path: str | Path, version: int, what: str, missing_hint: str, wrong_hint: str) -> dict[str, Any]:
+def load_versioned_torch(
+    path: str | Path, version: int, what: str, missing_hint: str, wrong_hint: str
+) -> dict[str, Any]:
     """The dict that save_torch wrote with {"format": version}; tensors and plain values only
     (weights_only). A missing file raises FileNotFoundError and another format ValueError, each
     naming the file, `what` it should be and the hint that says how to make it."""

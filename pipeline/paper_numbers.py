@@ -54,7 +54,13 @@ TABLE4: dict[str, tuple[float | str, float | str, float, float]] = {
     "stylegan2": (8.99, 3.18, 52.94, 12.32),
     "validation set": (0.42, 9.93, 0.39, 61.79),
 }
-TABLE4_LABELS = {**TABLE1_LABELS, "latent_inr": "basic INR decoder", "hyper_inr": "+ hypernetwork", "hyper_fourier": "+ Fourier embeddings"}
+TABLE4_LABELS = {
+    **TABLE1_LABELS,
+    "latent_inr": "basic INR decoder",
+    "hyper_inr": "+ hypernetwork",
+    "hyper_fourier": "+ Fourier embeddings",
+}
+
 
 def paper_row(generator: BaseModel, table: str = "") -> str:
     """The paper row a generator spec reproduces: a Table 1 kind, a Table 2 variant, or (for rows of

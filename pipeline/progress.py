@@ -16,7 +16,11 @@ def progress_bar(description: str, enabled: bool = True) -> Iterator[Callable[[i
         yield None
         return
     with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
         transient=False,
     ) as bar:
         task = bar.add_task(description, total=None)

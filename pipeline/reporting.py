@@ -61,7 +61,9 @@ def write_csv(path: str | Path, records: Sequence[Mapping[str, Any]], fieldnames
     """Write records (dicts with the same keys) as CSV, atomically; `fieldnames` gives the header
     (and its order) even when there are no records."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(fieldnames) if fieldnames is not None else list(records[0]) if records else [])
+    writer = csv.DictWriter(
+        buf, fieldnames=list(fieldnames) if fieldnames is not None else list(records[0]) if records else []
+    )
     writer.writeheader()
     writer.writerows(records)
     write_text(path, buf.getvalue())
@@ -88,8 +90,16 @@ def save_figure(fig, path: str | Path, dpi: float | None = None) -> None:
     plt.close(fig)
 
 
-def line_plot(path: str | Path, series: Mapping[str, tuple[Sequence[float], Sequence[float]]], *, xlabel: str, ylabel: str,
-              title: str, logx: bool = False, logy: bool = False) -> None:
+def line_plot(
+    path: str | Path,
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    logx: bool = False,
+    logy: bool = False,
+) -> None:
     """One PNG line plot of named (x, y) series, written atomically (matplotlib, no display needed)."""
     fig, ax = pyplot().subplots(figsize=(6, 4), dpi=120)
     for name, (x, y) in series.items():

@@ -28,7 +28,11 @@ PENDING_DIR = Path("mlruns.pending")
 PROBE_TIMEOUT_S = 3.0
 # MLflow's defaults (120 s per request, 7 retries with exponential back-off) let an answering but
 # failing server cost minutes per stage; a user's own settings of these variables still win.
-HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+HTTP_LIMITS = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+}
 
 
 def resolve_tracking_uri(configured: str) -> str:
@@ -59,8 +63,16 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def git_commit(cwd: str | Path = ".") -> str:
     """The checked-out commit, with '-dirty' when the work tree has changes; 'unknown' outside git."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{sha}-dirty" if dirty else sha
@@ -68,7 +80,10 @@ def git_commit(cwd: str | Path = ".") -> str:
 
 def _warn(message: str) -> None:
     # Loud on purpose: a silently missing MLflow run is how comparisons go wrong.
-    print(f"\n!!! MLflow tracking skipped: {message}\n!!! The stage continues and still writes its DVC outputs.\n", file=sys.stderr)
+    print(
+        f"\n!!! MLflow tracking skipped: {message}\n!!! The stage continues and still writes its DVC outputs.\n",
+        file=sys.stderr,
+    )
 
 
 def _probe(uri: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
@@ -82,8 +97,11 @@ def _probe(uri: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
         # MLflow's own switch for self-signed certificates applies to the probe as well.
         insecure = os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true"
         try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout,
-                                        context=ssl._create_unverified_context() if insecure else None):
+            with urllib.request.urlopen(
+                uri.rstrip("/") + "/health",
+                timeout=timeout,
+                context=ssl._create_unverified_context() if insecure else None,
+            ):
                 return None
         except urllib.error.HTTPError as err:
             return None if err.code < 500 else f"tracking server {uri} answers HTTP {err.code} ({err.reason})"
@@ -136,7 +154,9 @@ class Tracker:
     def __init__(self, client: Any = None, run_id: str | None = None, record: dict[str, Any] | None = None):
         self._client = client
         self.run_id = run_id
-        self.record: dict[str, Any] = record if record is not None else {"tags": {}, "params": {}, "metrics": {}, "artifacts": []}
+        self.record: dict[str, Any] = (
+            record if record is not None else {"tags": {}, "params": {}, "metrics": {}, "artifacts": []}
+        )
         self.skipped: str | None = None if client is not None else "no run was started"
 
     @property
@@ -190,7 +210,9 @@ class Tracker:
         self._call("set_terminated", lambda: self._client.set_terminated(self.run_id, status))
 
 
-def _start_client(uri: str, experiment: str, run_name: str, tags: Mapping[str, str], start_time: int | None = None) -> tuple[Any, str]:
+def _start_client(
+    uri: str, experiment: str, run_name: str, tags: Mapping[str, str], start_time: int | None = None
+) -> tuple[Any, str]:
     """(client, run id) of a new run; raises whatever MLflow raises."""
     for name, value in HTTP_LIMITS.items():
         os.environ.setdefault(name, value)
@@ -198,7 +220,9 @@ def _start_client(uri: str, experiment: str, run_name: str, tags: Mapping[str, s
 
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp else client.create_experiment(experiment, artifact_location=artifact_root_for(uri))
+    exp_id = (
+        exp.experiment_id if exp else client.create_experiment(experiment, artifact_location=artifact_root_for(uri))
+    )
     run = client.create_run(exp_id, start_time=start_time, run_name=run_name, tags=dict(tags))
     return client, run.info.run_id
 
@@ -213,13 +237,22 @@ def _keep_pending(tracker: Tracker, pending_dir: Path) -> Path | None:
     except OSError as err:
         _warn(f"could not keep the run for later in {pending_dir}: {err}")
         return None
-    print(f"!!! MLflow run '{record['run_name']}' kept in {pending_dir / name}; `pipeline track --pending` logs it later.", file=sys.stderr)
+    print(
+        f"!!! MLflow run '{record['run_name']}' kept in {pending_dir / name}; `pipeline track --pending` logs it later.",
+        file=sys.stderr,
+    )
     return pending_dir / name
 
 
 @contextmanager
-def stage_run(uri: str, experiment: str, run_name: str, tags: Mapping[str, Any], params: Mapping[str, Any] | None = None,
-              pending_dir: Path = PENDING_DIR) -> Iterator[Tracker]:
+def stage_run(
+    uri: str,
+    experiment: str,
+    run_name: str,
+    tags: Mapping[str, Any],
+    params: Mapping[str, Any] | None = None,
+    pending_dir: Path = PENDING_DIR,
+) -> Iterator[Tracker]:
     """Open an MLflow run tagged with stage, row/dataset, profile and git commit; close it FINISHED or FAILED.
 
     Any tracking failure (unreachable or failing server, unwritable database, missing package) is
@@ -227,8 +260,16 @@ def stage_run(uri: str, experiment: str, run_name: str, tags: Mapping[str, Any],
     source of truth, MLflow a view of them. What the run should have held is then written to
     `pending_dir` for `pipeline track --pending`."""
     all_tags = {"git_commit": git_commit(), **{k: str(v) for k, v in tags.items()}}
-    record = {"uri": uri, "experiment": experiment, "run_name": run_name, "tags": dict(all_tags), "params": {}, "metrics": {},
-              "artifacts": [], "start_time": int(time.time() * 1000)}
+    record = {
+        "uri": uri,
+        "experiment": experiment,
+        "run_name": run_name,
+        "tags": dict(all_tags),
+        "params": {},
+        "metrics": {},
+        "artifacts": [],
+        "start_time": int(time.time() * 1000),
+    }
     tracker = Tracker(record=record)
     problem = _probe(uri)
     if problem:

@@ -32,8 +32,16 @@ def run(params: Params, **overrides: Any) -> list[dict[str, Any]]:
     device = resolve_device(cfg.device, "pipeline bench")
     torch.manual_seed(0)
     generators = [(row, build_generator(spec_for(params, row, cfg.resolution))) for row in cfg.rows]
-    return benchmark_generators(generators, cfg.resolution, cfg.batch, device=device, dtype=cfg.dtype,
-                                warmup=cfg.warmup, repeats=cfg.repeats, iters=cfg.iters)
+    return benchmark_generators(
+        generators,
+        cfg.resolution,
+        cfg.batch,
+        device=device,
+        dtype=cfg.dtype,
+        warmup=cfg.warmup,
+        repeats=cfg.repeats,
+        iters=cfg.iters,
+    )
 
 
 def checked_overrides(section: BaseModel, overrides: dict[str, Any], command: str) -> Any:
@@ -42,7 +50,10 @@ def checked_overrides(section: BaseModel, overrides: dict[str, Any], command: st
     try:
         return type(section).model_validate({**section.model_dump(), **overrides})
     except ValidationError as err:
-        problems = "; ".join(f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']} (got {e.get('input')!r})" for e in err.errors())
+        problems = "; ".join(
+            f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']} (got {e.get('input')!r})"
+            for e in err.errors()
+        )
         raise ConfigError(f"{command}: {problems}") from None
 
 
@@ -54,5 +65,6 @@ def resolve_device(device: str, command: str) -> str:
     try:
         return pick_device(device).type
     except ValueError:
-        raise ConfigError(f"{command}: --device cuda, but no CUDA device is available here; use --device cpu or auto") from None
-
+        raise ConfigError(
+            f"{command}: --device cuda, but no CUDA device is available here; use --device cpu or auto"
+        ) from None

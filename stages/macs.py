@@ -27,36 +27,75 @@ def run(params: Params, root: Path = Path(".")) -> list[dict]:
     """Count every row at every resolution; write metrics, table, Fig. 9 data and plot; return the records."""
     cfg = params.macs
     tags = {"stage": "macs", "profile": params.profile}
-    with stage_run(resolve_tracking_uri(params.tracking.uri), params.tracking.experiment, "macs", tags,
-                   {"resolutions": cfg.resolutions, "fig9": cfg.fig9.model_dump()}) as tracker:
-        records = table1_costs({row: {r: s for r, s in by_res.items() if r in cfg.resolutions} for row, by_res in cfg.rows.items()})
+    with stage_run(
+        resolve_tracking_uri(params.tracking.uri),
+        params.tracking.experiment,
+        "macs",
+        tags,
+        {"resolutions": cfg.resolutions, "fig9": cfg.fig9.model_dump()},
+    ) as tracker:
+        records = table1_costs(
+            {row: {r: s for r, s in by_res.items() if r in cfg.resolutions} for row, by_res in cfg.rows.items()}
+        )
         curve = [p for row in cfg.fig9.rows for p in fig9_curve(cfg.rows[row][cfg.fig9.resolution], row=row)]
         metrics: dict[str, dict[str, dict]] = {}
         for r in records:
-            metrics.setdefault(r["row"], {})[str(r["resolution"])] = {k: r[k] for k in ("params", "gmacs_paper", "gmacs_true")}
+            metrics.setdefault(r["row"], {})[str(r["resolution"])] = {
+                k: r[k] for k in ("params", "gmacs_paper", "gmacs_true")
+            }
         write_json(root / paths.MACS_METRICS, metrics)
         write_csv(root / paths.TABLE1_COST_CSV, records)
         _write_markdown(root / paths.TABLE1_COST_MD, records)
         write_csv(root / paths.FIG9_CSV, curve)
         line_plot(
             root / paths.FIG9_PNG,
-            {f"{row} ({conv})": ([p["resolution"] for p in curve if p["row"] == row], [p[f"gmacs_{conv}"] for p in curve if p["row"] == row])
-             for row in cfg.fig9.rows for conv in ("paper", "true")},
-            xlabel="output resolution", ylabel="GMACs per image", logx=True, logy=True,
+            {
+                f"{row} ({conv})": (
+                    [p["resolution"] for p in curve if p["row"] == row],
+                    [p[f"gmacs_{conv}"] for p in curve if p["row"] == row],
+                )
+                for row in cfg.fig9.rows
+                for conv in ("paper", "true")
+            },
+            xlabel="output resolution",
+            ylabel="GMACs per image",
+            logx=True,
+            logy=True,
             title=f"Fig. 9: cost of lower-resolution images from {cfg.fig9.resolution} px generators",
         )
         for r in records:
-            tracker.log_metrics({f"{r['row']}.{r['resolution']}.{k}": r[k] for k in ("params", "gmacs_paper", "gmacs_true")})
+            tracker.log_metrics(
+                {f"{r['row']}.{r['resolution']}.{k}": r[k] for k in ("params", "gmacs_paper", "gmacs_true")}
+            )
         for p in (paths.TABLE1_COST_MD, paths.FIG9_PNG):
             tracker.log_artifact(root / p, "reports")
     return records
 
 
 def _write_markdown(path: Path, records: list[dict]) -> None:
-    header = ["row", "res", "params (ours)", "params (paper)", "diff", "GMACs paper conv. (ours)", "GMACs (paper)", "diff", "GMACs true (ours)"]
+    header = [
+        "row",
+        "res",
+        "params (ours)",
+        "params (paper)",
+        "diff",
+        "GMACs paper conv. (ours)",
+        "GMACs (paper)",
+        "diff",
+        "GMACs true (ours)",
+    ]
     rows = [
-        [r["row"], str(r["resolution"]), f"{r['params'] / 1e6:.2f}M", fmt(r["paper_params_m"]) + ("M" if r["paper_params_m"] else ""),
-         fmt_pct(r["params_rel_diff"]), fmt(r["gmacs_paper"]), fmt(r["paper_gmacs"]), fmt_pct(r["gmacs_rel_diff"]), fmt(r["gmacs_true"])]
+        [
+            r["row"],
+            str(r["resolution"]),
+            f"{r['params'] / 1e6:.2f}M",
+            fmt(r["paper_params_m"]) + ("M" if r["paper_params_m"] else ""),
+            fmt_pct(r["params_rel_diff"]),
+            fmt(r["gmacs_paper"]),
+            fmt(r["paper_gmacs"]),
+            fmt_pct(r["gmacs_rel_diff"]),
+            fmt(r["gmacs_true"]),
+        ]
         for r in records
     ]
     text = "# Table 1, cost columns: ours vs the paper\n\n" + markdown_table(header, rows) + "\n" + NOTES

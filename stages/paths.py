@@ -71,4 +71,3 @@ def properties_dir(row: str) -> Path:
 
 def properties_metrics(row: str) -> Path:
     return REPORTS / "metrics" / "properties" / f"{row}.json"
-

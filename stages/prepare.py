@@ -22,7 +22,11 @@ def run(params: Params, dataset: str, root: Path = Path(".")) -> dict:
     Ctrl+C, removes this run's own before the process ends."""
     cfg = params.dataset(dataset)
     cfg.check_sources_exist(dataset)  # before any work, and before an MLflow run is opened
-    out_dir, preview, metrics = root / paths.prepared_dir(dataset), root / paths.prepare_preview(dataset), root / paths.prepare_metrics(dataset)
+    out_dir, preview, metrics = (
+        root / paths.prepared_dir(dataset),
+        root / paths.prepare_preview(dataset),
+        root / paths.prepare_metrics(dataset),
+    )
     for output in (out_dir, preview, metrics):
         remove_stale_temporaries(output)
     with sigterm_as_exit():
@@ -32,12 +36,19 @@ def run(params: Params, dataset: str, root: Path = Path(".")) -> dict:
 def _run(params: Params, dataset: str, cfg: DatasetConfig, out_dir: Path, preview: Path, metrics: Path) -> dict:
     tags = {"stage": "prepare", "dataset": dataset, "profile": params.profile}
     run_params = {"dataset": dataset, **cfg.model_dump(mode="json"), "preview_grid": params.prepare.preview_grid}
-    with stage_run(resolve_tracking_uri(params.tracking.uri), params.tracking.experiment, f"prepare/{dataset}", tags, run_params) as tracker:
+    with stage_run(
+        resolve_tracking_uri(params.tracking.uri), params.tracking.experiment, f"prepare/{dataset}", tags, run_params
+    ) as tracker:
         with progress_bar(f"prepare {dataset}") as advance:
-            stats = prepare_dataset(cfg, out_dir, chunk_size=params.prepare.chunk_size, workers=params.prepare.workers, progress=advance)
+            stats = prepare_dataset(
+                cfg, out_dir, chunk_size=params.prepare.chunk_size, workers=params.prepare.workers, progress=advance
+            )
         _write_preview(out_dir, preview, params.prepare.preview_grid)
         # `seconds` goes here, not into the prepared folder: later stages depend on that folder, not on this file.
-        write_json(metrics, {k: v for k, v in stats.items() if k not in ("class_names", "bad_names", "tiny_names", "keypoint_names")})
+        write_json(
+            metrics,
+            {k: v for k, v in stats.items() if k not in ("class_names", "bad_names", "tiny_names", "keypoint_names")},
+        )
         tracker.log_metrics({k: v for k, v in stats.items() if isinstance(v, (int, float))})
         tracker.log_artifact(preview, "figures")
         tracker.log_artifact(out_dir / "meta.json")

@@ -21,13 +21,14 @@ from pipeline.analysis.keypoints import load_regressor
 from pipeline.analysis.options import ProjectConfig
 from pipeline.analysis.projection import make_loss, project, save_projection_figure, snapshot_record, to_uint8
 from pipeline.config import ConfigError, Params
+from pipeline.data.dataset import PreparedDataset
 from pipeline.io import atomic_file, clear_stale_outputs, sha256_file, write_json
+from pipeline.metrics.scoring import pick_device
 from pipeline.progress import progress_bar
 from pipeline.tracking import resolve_tracking_uri, stage_run
-from pipeline.metrics.scoring import pick_device
-from pipeline.data.dataset import PreparedDataset
 from pipeline.train.checkpoint import NETWORK_SNAPSHOT, load_checkpoint
 from stages import paths
+
 
 def projections_file(model: str) -> Path:
     return paths.DATA / "projections" / f"{model}.npz"
@@ -53,8 +54,10 @@ def model_row(params: Params, model: str) -> str:
     """The ablation row a model name stands for; unknown names fail with the known ones."""
     models = project_config(params).models
     if model not in models:
-        raise ConfigError(f"unknown model {model!r}; project.models in params.yaml defines: {', '.join(sorted(models)) or 'none'} "
-                          f"(add `{model}: <row>` there to analyse another row)")
+        raise ConfigError(
+            f"unknown model {model!r}; project.models in params.yaml defines: {', '.join(sorted(models)) or 'none'} "
+            f"(add `{model}: <row>` there to analyse another row)"
+        )
     return models[model]
 
 
@@ -77,15 +80,21 @@ def snapshot_path(params: Params, model: str, root: Path) -> tuple[str, Path]:
     row = model_row(params, model)
     snapshot = root / paths.run_dir(row) / NETWORK_SNAPSHOT
     if not snapshot.is_file():
-        raise FileNotFoundError(f"model {model!r} (row {row!r}) has no trained snapshot at '{snapshot}'; "
-                                f"train it first with `pipeline train --row {row}` (or `dvc repro train@{row}`)")
+        raise FileNotFoundError(
+            f"model {model!r} (row {row!r}) has no trained snapshot at '{snapshot}'; "
+            f"train it first with `pipeline train --row {row}` (or `dvc repro train@{row}`)"
+        )
     return row, snapshot
 
 
-def load_generator(params: Params, model: str, root: Path, device: torch.device) -> tuple[torch.nn.Module, str, Path, dict[str, Any]]:
+def load_generator(
+    params: Params, model: str, root: Path, device: torch.device
+) -> tuple[torch.nn.Module, str, Path, dict[str, Any]]:
     """(EMA generator of `model`'s row in eval mode, row, snapshot path, {sha256, step} of the snapshot)."""
     row, snapshot = snapshot_path(params, model, root)
-    sha256 = sha256_file(snapshot)  # before loading: a snapshot replaced meanwhile then fails the next check, not silently
+    sha256 = sha256_file(
+        snapshot
+    )  # before loading: a snapshot replaced meanwhile then fails the next check, not silently
     payload = load_checkpoint(snapshot, required=("G_ema",))
     generator = (payload.get("info") or {}).get("generator") or params.row(row).generator
     G = build_row_generator(generator)
@@ -97,16 +106,22 @@ def load_test_images(root: Path, cfg: ProjectConfig, resolution: int) -> tuple[n
     """uint8 test images (N_ts, S, S, 3) and their indices in the prepared dataset."""
     where = root / paths.prepared_dir(cfg.dataset)
     if not where.is_dir():
-        raise FileNotFoundError(f"prepared dataset '{where}' does not exist; run `pipeline prepare --dataset {cfg.dataset}` first")
+        raise FileNotFoundError(
+            f"prepared dataset '{where}' does not exist; run `pipeline prepare --dataset {cfg.dataset}` first"
+        )
     images = PreparedDataset(where).images  # checked: a damaged file is named with the command that remakes it
     stop = cfg.first + cfg.num_images
     if stop > len(images):
-        raise ConfigError(f"project: images {cfg.first}..{stop - 1} were asked for but dataset {cfg.dataset!r} has {len(images)}; "
-                          f"lower project.num_images or project.first, or prepare more images")
+        raise ConfigError(
+            f"project: images {cfg.first}..{stop - 1} were asked for but dataset {cfg.dataset!r} has {len(images)}; "
+            f"lower project.num_images or project.first, or prepare more images"
+        )
     if images.shape[1] != resolution:
-        raise ConfigError(f"project.dataset {cfg.dataset!r} is {images.shape[1]} px but the generator makes {resolution} px images; "
-                          f"prepare the test images at {resolution} px")
-    return np.asarray(images[cfg.first: stop]), np.arange(cfg.first, stop)
+        raise ConfigError(
+            f"project.dataset {cfg.dataset!r} is {images.shape[1]} px but the generator makes {resolution} px images; "
+            f"prepare the test images at {resolution} px"
+        )
+    return np.asarray(images[cfg.first : stop]), np.arange(cfg.first, stop)
 
 
 def domain_feature_net(params: Params, cfg: ProjectConfig, root: Path):
@@ -115,7 +130,9 @@ def domain_feature_net(params: Params, cfg: ProjectConfig, root: Path):
         return None
     kpl = params.kpl
     if kpl is None or kpl.regressor is None:
-        raise ConfigError("project.domain_features 'keypoint_regressor' needs kpl.regressor in params.yaml (or set project.domain_features: none)")
+        raise ConfigError(
+            "project.domain_features 'keypoint_regressor' needs kpl.regressor in params.yaml (or set project.domain_features: none)"
+        )
     regressor = load_regressor(root / regressor_file(kpl.regressor.dataset))
     regressor.model.to(resolve_device(cfg.device)).requires_grad_(False)
     return regressor.features
@@ -150,20 +167,34 @@ def run(params: Params, model: str, root: Path = Path("."), progress: bool = Tru
     tags = {"stage": "project", "model": model, "row": row, "profile": params.profile}
     run_params = {"model": model, "row": row, **cfg.model_dump(mode="json", exclude={"models"})}
     arrays: dict[str, np.ndarray] = {"indices": indices, **snapshot_record(source["sha256"], source["step"])}
-    metrics: dict[str, Any] = {"model": model, "row": row, "snapshot": str(snapshot), "num_images": len(images),
-                               "loss": getattr(loss_fn, "name", cfg.projector.loss), "steps": cfg.projector.steps}
+    metrics: dict[str, Any] = {
+        "model": model,
+        "row": row,
+        "snapshot": str(snapshot),
+        "num_images": len(images),
+        "loss": getattr(loss_fn, "name", cfg.projector.loss),
+        "steps": cfg.projector.steps,
+    }
     recons = []
-    with stage_run(resolve_tracking_uri(params.tracking.uri), params.tracking.experiment, f"project/{model}", tags, run_params) as tracker:
+    with stage_run(
+        resolve_tracking_uri(params.tracking.uri), params.tracking.experiment, f"project/{model}", tags, run_params
+    ) as tracker:
         for space in cfg.spaces:
             start = time.perf_counter()
-            with counting_bar(f"project {model} into {space.upper()}", len(images) * cfg.projector.steps, progress) as advance:
+            with counting_bar(
+                f"project {model} into {space.upper()}", len(images) * cfg.projector.steps, progress
+            ) as advance:
                 result = project(G, targets, space, loss_fn, cfg.projector, seed=cfg.seed, progress=advance)
             arrays[space] = result.latents.numpy().astype(np.float32)
             arrays[f"reconstructions_{space}"] = to_uint8(result.reconstructions)
             arrays[f"loss_{space}"] = result.loss
             recons.append(result.reconstructions)
             pixel_mse = float((result.reconstructions - targets).square().mean())
-            metrics[space] = {"loss_mean": float(result.loss.mean()), "pixel_mse": pixel_mse, "seconds": round(time.perf_counter() - start, 2)}
+            metrics[space] = {
+                "loss_mean": float(result.loss.mean()),
+                "pixel_mse": pixel_mse,
+                "seconds": round(time.perf_counter() - start, 2),
+            }
             tracker.log_metrics({f"{space}_loss_mean": metrics[space]["loss_mean"], f"{space}_pixel_mse": pixel_mse})
         with atomic_file(root / projections_file(model)) as tmp:
             with open(tmp, "wb") as fh:

@@ -30,8 +30,8 @@ from pipeline.analysis.properties import (
 from pipeline.config import ConfigError, Params
 from pipeline.data.preview import save_grid
 from pipeline.io import clear_stale_outputs, write_json
-from pipeline.models.coords import Grid
 from pipeline.metrics.scoring import GeneratorSampler, latents_for_seeds, pick_device
+from pipeline.models.coords import Grid
 from pipeline.progress import progress_bar
 from pipeline.tracking import resolve_tracking_uri, stage_run
 from stages import paths
@@ -64,8 +64,16 @@ def run(params: Params, row: str, root: Path = Path("."), progress: bool = True)
         raise ConfigError(f"properties.margins {cfg.margins} cannot be drawn for row {row!r}: {err}") from None
     out_dir = root / paths.properties_dir(row)
     tags = {"stage": "properties", "row": row, "dataset": params.row(row).dataset, "profile": params.profile}
-    with stage_run(resolve_tracking_uri(params.tracking.uri), params.tracking.experiment, f"properties/{row}", tags,
-                   {"row": row, **cfg.model_dump(mode="json")}) as tracker, progress_bar(f"properties {row}", progress) as advance:
+    with (
+        stage_run(
+            resolve_tracking_uri(params.tracking.uri),
+            params.tracking.experiment,
+            f"properties/{row}",
+            tags,
+            {"row": row, **cfg.model_dump(mode="json")},
+        ) as tracker,
+        progress_bar(f"properties {row}", progress) as advance,
+    ):
         n = cfg.num_images
         seeds = range(cfg.seed_start, cfg.seed_start + 2 * n)
         with torch.no_grad():
@@ -77,14 +85,25 @@ def run(params: Params, row: str, root: Path = Path("."), progress: bool = True)
         except ValueError as err:  # a lower block of the multi-scale INR that the margin would put off its pixel grid
             raise ConfigError(f"properties.margins {cfg.margins} cannot be drawn for row {row!r}: {err}") from None
         native = super_resolve(G, w_a, cfg.superres_factor)
-        centre_error = max(float((wide[..., round(m * s): round(m * s) + s, round(m * s): round(m * s) + s] - native["native"]).abs().max())
-                           for wide, m in zip(wides, cfg.margins))
+        centre_error = max(
+            float(
+                (wide[..., round(m * s) : round(m * s) + s, round(m * s) : round(m * s) + s] - native["native"])
+                .abs()
+                .max()
+            )
+            for wide, m in zip(wides, cfg.margins)
+        )
         save_extrapolation_figure(out_dir / FIGURES[0], native["native"], wides, cfg.margins)
         factor = cfg.superres_factor
-        save_image_table(out_dir / FIGURES[1], {f"{s} px": _enlarge(native["native"], factor),
-                                                f"INR at {factor * s} px": native["inr"],
-                                                **{f"{mode} x{factor}": native[mode] for mode in SUPERRES_BASELINES}},
-                         title=f"{row}: a denser grid vs upsampling the {s} px image")
+        save_image_table(
+            out_dir / FIGURES[1],
+            {
+                f"{s} px": _enlarge(native["native"], factor),
+                f"INR at {factor * s} px": native["inr"],
+                **{f"{mode} x{factor}": native[mode] for mode in SUPERRES_BASELINES},
+            },
+            title=f"{row}: a denser grid vs upsampling the {s} px image",
+        )
         if advance:
             advance(1, 3)
 
@@ -94,7 +113,9 @@ def run(params: Params, row: str, root: Path = Path("."), progress: bool = True)
         for j in range(cfg.interpolation_steps):
             t = j / (cfg.interpolation_steps - 1)
             columns[f"t={t:.2f}"] = torch.stack([x for i in range(pairs) for x in (in_params[i, j], in_pixels[i, j])])
-        save_image_table(out_dir / FIGURES[2], columns, title=f"{row}: odd rows interpolate INR parameters, even rows pixels")
+        save_image_table(
+            out_dir / FIGURES[2], columns, title=f"{row}: odd rows interpolate INR parameters, even rows pixels"
+        )
         if advance:
             advance(2, 3)
 
@@ -102,17 +123,28 @@ def run(params: Params, row: str, root: Path = Path("."), progress: bool = True)
         for start in range(0, cfg.frequency_images, FREQUENCY_BATCH):
             count = min(FREQUENCY_BATCH, cfg.frequency_images - start)
             with torch.no_grad():
-                w_f = sampler.mapping(latents_for_seeds(range(FREQUENCY_SEED + start, FREQUENCY_SEED + start + count), G.z_dim).to(device))
+                w_f = sampler.mapping(
+                    latents_for_seeds(range(FREQUENCY_SEED + start, FREQUENCY_SEED + start + count), G.z_dim).to(device)
+                )
             norms.append(frequency_norms(G, w_f))
         per_block = [np.concatenate(parts) for parts in zip(*norms)] if norms and norms[0] else []
         labels = _block_labels(G, len(per_block))
-        save_frequency_figure(out_dir / FIGURES[3], per_block, labels,
-                              f"{row}: |B_f| of {cfg.frequency_images} images" if per_block else f"{row}: no Fourier features (raw (x, y) input)")
+        save_frequency_figure(
+            out_dir / FIGURES[3],
+            per_block,
+            labels,
+            f"{row}: |B_f| of {cfg.frequency_images} images"
+            if per_block
+            else f"{row}: no Fourier features (raw (x, y) input)",
+        )
         if advance:
             advance(3, 3)
 
         result = {
-            "row": row, "profile": params.profile, **info, "resolution": s,
+            "row": row,
+            "profile": params.profile,
+            **info,
+            "resolution": s,
             "extrapolation_centre_max_abs_error": centre_error,
             "superres_inr_vs_bicubic_mean_abs": float((native["inr"] - native["bicubic"]).abs().mean()),
             "superres_inr_vs_nearest_mean_abs": float((native["inr"] - native["nearest"]).abs().mean()),
@@ -138,8 +170,18 @@ def _block_labels(G: torch.nn.Module, count: int) -> list[str]:
     return [f"basis {i}" for i in range(count)]
 
 
-def sample(params: Params, row: str, resolution: int | None = None, start: float = 0.0, end: float = 1.0, num: int = 16,
-           seed_start: int = 0, truncation_psi: float = 1.0, out: Path | None = None, device: str = "auto") -> Path:
+def sample(
+    params: Params,
+    row: str,
+    resolution: int | None = None,
+    start: float = 0.0,
+    end: float = 1.0,
+    num: int = 16,
+    seed_start: int = 0,
+    truncation_psi: float = 1.0,
+    out: Path | None = None,
+    device: str = "auto",
+) -> Path:
     """`pipeline sample`: a grid of the row's G_ema images on an S x S grid over [start, end)^2
     (default: the trained resolution over [0, 1)); returns the PNG written."""
     generator, _ = load_snapshot_generator(params, row)

@@ -20,7 +20,15 @@ from pipeline.data.dataset import PreparedDataset
 from pipeline.io import atomic_file, remove_stale_temporaries, write_json
 from pipeline.metrics.domain import DomainFeatures, save_domain_net, train_domain_net
 from pipeline.metrics.frechet import GaussianStats
-from pipeline.metrics.inception import FeatureExtractor, InceptionFeatures, inception_score, nhwc_to_nchw, resolve_inception_weights, sha256_file, summarize
+from pipeline.metrics.inception import (
+    FeatureExtractor,
+    InceptionFeatures,
+    inception_score,
+    nhwc_to_nchw,
+    resolve_inception_weights,
+    sha256_file,
+    summarize,
+)
 from pipeline.metrics.options import ReferenceConfig
 from pipeline.metrics.scoring import MetricsInputError, pick_device
 from pipeline.progress import progress_bar
@@ -60,13 +68,23 @@ class Reference:
 
 def save_reference(path: Path, ref: Reference) -> None:
     with atomic_file(path) as tmp:
-        np.savez(tmp, mu=ref.stats.mu, sigma=ref.stats.sigma, count=ref.stats.count, resolution=ref.resolution,
-                 features=ref.features, weights_sha256=ref.weights_sha256, dataset=ref.dataset)
+        np.savez(
+            tmp,
+            mu=ref.stats.mu,
+            sigma=ref.stats.sigma,
+            count=ref.stats.count,
+            resolution=ref.resolution,
+            features=ref.features,
+            weights_sha256=ref.weights_sha256,
+            dataset=ref.dataset,
+        )
 
 
 def load_reference(path: Path, dataset: str) -> Reference:
     if not path.is_file():
-        raise MetricsInputError(f"reference statistics '{path}' do not exist; run `pipeline reference --dataset {dataset}` first")
+        raise MetricsInputError(
+            f"reference statistics '{path}' do not exist; run `pipeline reference --dataset {dataset}` first"
+        )
     with np.load(path) as f:
         stats = GaussianStats(f["mu"], f["sigma"], int(f["count"]))
         return Reference(str(f["dataset"]), str(f["features"]), int(f["resolution"]), str(f["weights_sha256"]), stats)
@@ -75,7 +93,9 @@ def load_reference(path: Path, dataset: str) -> Reference:
 def open_prepared(root: Path, dataset: str) -> PreparedDataset:
     where = root / paths.prepared_dir(dataset)
     if not (where / "meta.json").exists():
-        raise MetricsInputError(f"prepared dataset '{where}' does not exist; run `pipeline prepare --dataset {dataset}` first")
+        raise MetricsInputError(
+            f"prepared dataset '{where}' does not exist; run `pipeline prepare --dataset {dataset}` first"
+        )
     return PreparedDataset(where)
 
 
@@ -87,7 +107,9 @@ def build_extractor(params: Params, dataset: str, root: Path = Path(".")) -> Fea
         return InceptionFeatures(resolve_inception_weights(cfg.inception_weights, download=cfg.download), device)
     path = root / domain_net_file(dataset)
     if not path.is_file():
-        raise MetricsInputError(f"domain network '{path}' does not exist; run `pipeline reference --dataset {dataset}` first")
+        raise MetricsInputError(
+            f"domain network '{path}' does not exist; run `pipeline reference --dataset {dataset}` first"
+        )
     return DomainFeatures.load(path, device)
 
 
@@ -106,19 +128,30 @@ def run(params: Params, dataset: str, root: Path = Path(".")) -> dict[str, Any]:
         )
     tags = {"stage": "reference", "dataset": dataset, "profile": params.profile}
     run_params = {"dataset": dataset, **cfg.model_dump(mode="json"), "num_images": n}
-    metrics: dict[str, Any] = {"dataset": dataset, "features": cfg.features, "num_images": n, "resolution": data.resolution}
-    with stage_run(resolve_tracking_uri(params.tracking.uri), params.tracking.experiment, f"reference/{dataset}", tags, run_params) as tracker:
+    metrics: dict[str, Any] = {
+        "dataset": dataset,
+        "features": cfg.features,
+        "num_images": n,
+        "resolution": data.resolution,
+    }
+    with stage_run(
+        resolve_tracking_uri(params.tracking.uri), params.tracking.experiment, f"reference/{dataset}", tags, run_params
+    ) as tracker:
         net = None
         if cfg.features == "domain":
             with progress_bar(f"domain network {dataset}") as advance:
                 net, report = train_domain_net(data.images, data.labels, data.num_classes, cfg.domain, advance)
             extractor: FeatureExtractor = DomainFeatures(net, device=pick_device(cfg.device))
-            metrics |= {"domain_holdout_accuracy": report.holdout_accuracy, "domain_train_images": report.train_images,
-                        "domain_holdout_images": report.holdout_images, "domain_train_seconds": report.seconds}
+            metrics |= {
+                "domain_holdout_accuracy": report.holdout_accuracy,
+                "domain_train_images": report.train_images,
+                "domain_holdout_images": report.holdout_images,
+                "domain_train_seconds": report.seconds,
+            }
         else:
             extractor = build_extractor(params, dataset, root)
         with progress_bar(f"reference {dataset}") as advance:
-            batches = (nhwc_to_nchw(np.asarray(data.images[i:min(i + cfg.batch, n)])) for i in range(0, n, cfg.batch))
+            batches = (nhwc_to_nchw(np.asarray(data.images[i : min(i + cfg.batch, n)])) for i in range(0, n, cfg.batch))
             summary = summarize(batches, extractor, lambda done: advance(done, n))
         is_mean, is_std = inception_score(summary.logits)
         metrics |= {f"{extractor.is_name}_real": is_mean, f"{extractor.is_name}_real_std": is_std}
@@ -127,8 +160,10 @@ def run(params: Params, dataset: str, root: Path = Path(".")) -> dict[str, Any]:
             save_domain_net(root / domain_net_file(dataset), net, {"dataset": dataset, **metrics})
             extractor.weights_sha256 = sha256_file(root / domain_net_file(dataset))
         metrics["weights_sha256"] = extractor.weights_sha256
-        save_reference(root / reference_stats_file(dataset),
-                       Reference(dataset, cfg.features, data.resolution, extractor.weights_sha256, summary.stats))
+        save_reference(
+            root / reference_stats_file(dataset),
+            Reference(dataset, cfg.features, data.resolution, extractor.weights_sha256, summary.stats),
+        )
         write_json(root / reference_metrics_file(dataset), metrics)
         tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
         tracker.set_tags({"weights_sha256": extractor.weights_sha256})

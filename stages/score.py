@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from pipeline.config import Params
-from pipeline.io import clear_stale_outputs, write_json
 from pipeline.data.preview import save_grid
+from pipeline.io import clear_stale_outputs, write_json
 from pipeline.metrics.inception import FeatureExtractor, quantize
 from pipeline.metrics.scoring import (
     FIXED_GRID_KINDS,
@@ -36,6 +36,7 @@ from pipeline.train.checkpoint import KEPT_SNAPSHOTS_DIR, NETWORK_SNAPSHOT, kept
 from pipeline.train.options import recorded_changes, resolve_train_config
 from stages import paths
 from stages.reference import Reference, build_extractor, load_reference, reference_stats_file
+
 
 def snapshot_file(row: str) -> Path:
     return paths.run_dir(row) / NETWORK_SNAPSHOT
@@ -65,7 +66,9 @@ def load_snapshot_generator(params: Params, row: str, root: Path = Path(".")) ->
     """(EMA generator in eval mode, snapshot info: step, kimg) of a trained row."""
     path = root / snapshot_file(row)
     if not path.is_file():
-        raise MetricsInputError(f"row {row!r} has not been trained: '{path}' does not exist; run `pipeline train --row {row}` first")
+        raise MetricsInputError(
+            f"row {row!r} has not been trained: '{path}' does not exist; run `pipeline train --row {row}` first"
+        )
     return load_ema_generator(params, row, path)
 
 
@@ -86,7 +89,9 @@ def load_ema_generator(params: Params, row: str, path: Path) -> tuple[nn.Module,
         )
     # The same generator on another dataset, or with other training settings, is another row's snapshot:
     # scoring it would write that row's numbers under this row's name.
-    changes = recorded_changes(info, cfg.dataset, resolve_train_config(params.train, cfg.train, where=f"train + rows.{row}.train"))
+    changes = recorded_changes(
+        info, cfg.dataset, resolve_train_config(params.train, cfg.train, where=f"train + rows.{row}.train")
+    )
     if changes:
         shown = "; ".join(f"{k}: {old!r} there, {new!r} in params.yaml" for k, (old, new) in changes.items())
         raise MetricsInputError(
@@ -102,9 +107,14 @@ def curve_snapshots(params: Params, row: str, root: Path = Path(".")) -> dict[in
     run_dir = root / paths.run_dir(row)
     files = kept_snapshot_files(run_dir)
     if not files:
-        keep = resolve_train_config(params.train, params.row(row).train, where=f"train + rows.{row}.train").keep_snapshot_every
-        cause = (f"train.keep_snapshot_every is not set for it: set it (or rows.{row}.train.keep_snapshot_every)" if keep is None else
-                 f"it was trained before train.keep_snapshot_every ({keep}) was set, and kept snapshots are only written while training")
+        keep = resolve_train_config(
+            params.train, params.row(row).train, where=f"train + rows.{row}.train"
+        ).keep_snapshot_every
+        cause = (
+            f"train.keep_snapshot_every is not set for it: set it (or rows.{row}.train.keep_snapshot_every)"
+            if keep is None
+            else f"it was trained before train.keep_snapshot_every ({keep}) was set, and kept snapshots are only written while training"
+        )
         raise MetricsInputError(
             f"score.curve lists row {row!r} but '{run_dir / KEPT_SNAPSHOTS_DIR}' holds no kept snapshots: {cause}; re-train it "
             f"(`pipeline train --row {row} --no-resume`), or remove the row from score.curve.rows"
@@ -114,8 +124,14 @@ def curve_snapshots(params: Params, row: str, root: Path = Path(".")) -> dict[in
     return files
 
 
-def score_curve(params: Params, row: str, files: Mapping[int, Path], extractor: FeatureExtractor, ref: Reference,
-                progress: Callable[[int, int], None] | None = None) -> list[dict[str, float]]:
+def score_curve(
+    params: Params,
+    row: str,
+    files: Mapping[int, Path],
+    extractor: FeatureExtractor,
+    ref: Reference,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[dict[str, float]]:
     """[{step, kimg, fd}] of the kept snapshots, each scored on the first score.curve.num_images of the main score's seeds."""
     cfg = score_config(params)
     curve_cfg = cfg.model_copy(update={"num_images": cfg.curve.num_images})
@@ -139,7 +155,9 @@ def _spec_dump(settings: Any) -> Any:
         return settings  # settings of an older format: differ from any current spec
 
 
-def _checked_reference(params: Params, dataset: str, root: Path, resolution: int, extractor: FeatureExtractor, what: str) -> Reference:
+def _checked_reference(
+    params: Params, dataset: str, root: Path, resolution: int, extractor: FeatureExtractor, what: str
+) -> Reference:
     ref = load_reference(root / reference_stats_file(dataset), dataset)
     redo = f"re-run `pipeline reference --dataset {dataset}`"
     if ref.resolution != resolution:
@@ -173,26 +191,52 @@ def run(params: Params, row: str, root: Path = Path("."), progress: bool = True)
         high = cfg.upsampled[row_cfg.dataset]
         params.dataset(high)
         extractor_2x = build_extractor(params, high, root)
-        ref_2x = _checked_reference(params, high, root, 2 * resolution, extractor_2x, f"UpsampledFID of row {row!r} (score.upsampled.{row_cfg.dataset})")
+        ref_2x = _checked_reference(
+            params,
+            high,
+            root,
+            2 * resolution,
+            extractor_2x,
+            f"UpsampledFID of row {row!r} (score.upsampled.{row_cfg.dataset})",
+        )
         upsampled = (ref_2x.stats, extractor_2x, _kind(row_cfg.generator) not in FIXED_GRID_KINDS)
     curve_files = curve_snapshots(params, row, root) if cfg.curve.includes(row) else {}
 
     tags = {"stage": "score", "row": row, "dataset": row_cfg.dataset, "profile": params.profile}
-    run_params = {"row": row, **cfg.model_dump(mode="json"), "features": extractor.kind, "weights_sha256": extractor.weights_sha256}
-    with stage_run(resolve_tracking_uri(params.tracking.uri), params.tracking.experiment, f"score/{row}", tags, run_params) as tracker:
+    run_params = {
+        "row": row,
+        **cfg.model_dump(mode="json"),
+        "features": extractor.kind,
+        "weights_sha256": extractor.weights_sha256,
+    }
+    with stage_run(
+        resolve_tracking_uri(params.tracking.uri), params.tracking.experiment, f"score/{row}", tags, run_params
+    ) as tracker:
         with progress_bar(f"score {row}", progress) as advance:
             metrics = score_generator(generator, extractor, ref.stats, cfg, upsampled, advance)
         curve = []
         if curve_files:
             with progress_bar(f"score {row}: curve of {len(curve_files)} snapshots", progress) as advance:
                 curve = score_curve(params, row, curve_files, extractor, ref, advance)
-        # settings_sha256: the row's settings minus its seed, so that tables can tell repeats of this row apart from stale files
-        result = {"row": row, "profile": params.profile, "settings_sha256": params.settings_fingerprint(row), "dataset": row_cfg.dataset,
-                  "features": extractor.kind, "weights_sha256": extractor.weights_sha256,
-                  "reference_images": ref.stats.count, **info, **metrics, **({"curve": curve} if curve else {})}
+        # settings_sha256: the row's settings minus its seed, so that tables can tell repeats of this row apart from
+        # stale files
+        result = {
+            "row": row,
+            "profile": params.profile,
+            "settings_sha256": params.settings_fingerprint(row),
+            "dataset": row_cfg.dataset,
+            "features": extractor.kind,
+            "weights_sha256": extractor.weights_sha256,
+            "reference_images": ref.stats.count,
+            **info,
+            **metrics,
+            **({"curve": curve} if curve else {}),
+        }
         write_json(root / score_metrics_file(row), result)
         _write_samples(generator, cfg, root / paths.samples_png(row))
-        tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=int(round(info["kimg"])))
+        tracker.log_metrics(
+            {k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=int(round(info["kimg"]))
+        )
         for point in curve:
             # MLflow step = images shown, as in the training run's curves.
             tracker.log_metrics({f"curve_{extractor.fd_name}": point["fd"]}, step=int(round(point["kimg"] * 1000)))

@@ -59,12 +59,21 @@ def _ours(params: Params, root: Path, table: str) -> dict[str, list[dict[str, An
         iss = [s[is_] for s in scores if s.get(is_) is not None]
         fd_mean, fd_std = mean_std(fds)
         is_mean, is_std = mean_std(iss)
-        out.setdefault(paper_row(row.generator, table), []).append({
-            "row": name, "dataset": row.dataset, "resolution": row.generator.resolution, "rank": getattr(row.generator, "rank", None),
-            "fd": fd_mean, "is": is_mean, "fd_std": fd_std, "is_std": is_std, "seeds": len(fds),
-            "fd_per_seed": ";".join(fmt(v) for v in fds) if len(fds) > 1 else None,
-            "kimg": scores[0].get("kimg") if scores else None,
-        })
+        out.setdefault(paper_row(row.generator, table), []).append(
+            {
+                "row": name,
+                "dataset": row.dataset,
+                "resolution": row.generator.resolution,
+                "rank": getattr(row.generator, "rank", None),
+                "fd": fd_mean,
+                "is": is_mean,
+                "fd_std": fd_std,
+                "is_std": is_std,
+                "seeds": len(fds),
+                "fd_per_seed": ";".join(fmt(v) for v in fds) if len(fds) > 1 else None,
+                "kimg": scores[0].get("kimg") if scores else None,
+            }
+        )
     return out
 
 
@@ -83,7 +92,9 @@ def _value(m: dict[str, Any], key: str, digits: int = 2) -> str:
     if m[key] is None:
         return "not scored"
     std = m.get(f"{key}_std")
-    return f"{fmt(m[key], digits)} +- {fmt(std, digits)} ({m['seeds']} seeds)" if std is not None else fmt(m[key], digits)
+    return (
+        f"{fmt(m[key], digits)} +- {fmt(std, digits)} ({m['seeds']} seeds)" if std is not None else fmt(m[key], digits)
+    )
 
 
 def _cell(measured: list[dict[str, Any]], key: str, digits: int = 2) -> str:
@@ -98,15 +109,19 @@ def _paper(value: Any) -> str:
 
 def _header(params: Params, what: str) -> str:
     fd, _ = _metric_names(params)
-    lines = [f"Profile `{params.profile}`. Our column: `{fd}` of the EMA generator on the row's dataset (dataset in brackets)."]
+    lines = [
+        f"Profile `{params.profile}`. Our column: `{fd}` of the EMA generator on the row's dataset (dataset in brackets)."
+    ]
     if fd == "fd_domain":
         lines.append(
             "**Toy scale:** the default profile trains tiny generators for a few kimg on 32 px synthetic faces; "
             "`fd_domain` is the Frechet distance in the features of a CNN trained on the faces' attributes, a stand-in "
             "for FID that is not comparable to the paper's numbers in value, only in ordering."
         )
-    lines.append(f"Every number in our columns comes from reports/metrics/score/<row>.json (MLflow run `score/<row>`, "
-                 f"experiment `{params.tracking.experiment}`). {what}")
+    lines.append(
+        f"Every number in our columns comes from reports/metrics/score/<row>.json (MLflow run `score/<row>`, "
+        f"experiment `{params.tracking.experiment}`). {what}"
+    )
     return "\n\n".join(lines) + "\n\n"
 
 
@@ -114,14 +129,28 @@ def _table1(params: Params, root: Path) -> tuple[str, list[dict]]:
     ours = _ours(params, root, "table1")
     macs = json.loads((root / paths.MACS_METRICS).read_text()) if (root / paths.MACS_METRICS).exists() else {}
     fd, _ = _metric_names(params)
-    header = ["decoder", "GMACs @256 (ours, paper conv.)", "params @256 (ours)", "FID 128 (paper)", "FID 256 (paper)",
-              "FID 1024 (paper)", f"{fd} (ours)"]
+    header = [
+        "decoder",
+        "GMACs @256 (ours, paper conv.)",
+        "params @256 (ours)",
+        "FID 128 (paper)",
+        "FID 256 (paper)",
+        "FID 1024 (paper)",
+        f"{fd} (ours)",
+    ]
     rows, records = [], []
     for key, label in TABLE1_LABELS.items():
         cost = macs.get(key, {}).get("256", {})
         measured = ours.get(key, [])
-        rows.append([label, fmt(cost.get("gmacs_paper")), f"{cost['params'] / 1e6:.2f}M" if cost else "-",
-                     *(_paper(TABLE1_FID[key][r]) for r in (128, 256, 1024)), _cell(measured, "fd")])
+        rows.append(
+            [
+                label,
+                fmt(cost.get("gmacs_paper")),
+                f"{cost['params'] / 1e6:.2f}M" if cost else "-",
+                *(_paper(TABLE1_FID[key][r]) for r in (128, 256, 1024)),
+                _cell(measured, "fd"),
+            ]
+        )
         records += [{"table": "table1", "paper_row": key, **m} for m in measured]
     note = "Cost columns: reports/tables/table1_cost.md (both MAC conventions, 128/256/1024, relative differences)."
     return "# Table 1: progressive ablation\n\n" + _header(params, note) + markdown_table(header, rows), records
@@ -143,8 +172,15 @@ def _table2(params: Params, root: Path) -> tuple[str, list[dict]]:
 def _table4(params: Params, root: Path) -> tuple[str, list[dict]]:
     ours = _ours(params, root, "table4")
     fd, is_ = _metric_names(params)
-    header = ["decoder", "LSUN-10 FID (paper)", "LSUN-10 IS (paper)", "MiniImageNet FID (paper)", "MiniImageNet IS (paper)",
-              f"{fd} (ours)", f"{is_} (ours)"]
+    header = [
+        "decoder",
+        "LSUN-10 FID (paper)",
+        "LSUN-10 IS (paper)",
+        "MiniImageNet FID (paper)",
+        "MiniImageNet IS (paper)",
+        f"{fd} (ours)",
+        f"{is_} (ours)",
+    ]
     rows, records = [], []
     for key, values in TABLE4.items():
         measured = ours.get(key, [])
@@ -163,18 +199,32 @@ def _fig8(params: Params, root: Path) -> tuple[str, list[dict]]:
         by_rank.setdefault(m["rank"], []).append(m)
     rows = [[str(rank), _cell(m, "fd"), _cell(m, "kimg", 1)] for rank, m in sorted(by_rank.items())]
     records = [{"table": "fig8", **x} for _, m in sorted(by_rank.items()) for x in m]
-    curve = [{"row": m["row"], "dataset": m["dataset"], "rank": rank, **{k: p[k] for k in ("step", "kimg", "fd")}}
-             for rank, ms in sorted(by_rank.items()) for m in ms for p in (_score(root, m["row"], params.profile) or {}).get("curve", [])]
+    curve = [
+        {"row": m["row"], "dataset": m["dataset"], "rank": rank, **{k: p[k] for k in ("step", "kimg", "fd")}}
+        for rank, ms in sorted(by_rank.items())
+        for m in ms
+        for p in (_score(root, m["row"], params.profile) or {}).get("curve", [])
+    ]
     _write_fig8_curve(root, curve, fd)
     if curve:
-        where = (f"Our curve ({fd} of the snapshots kept during training, per rank): "
-                 f"[figures/fig8_rank_curve.png](../figures/fig8_rank_curve.png), data in [plots/fig8_rank_curve.csv](../plots/fig8_rank_curve.csv).")
+        where = (
+            f"Our curve ({fd} of the snapshots kept during training, per rank): "
+            f"[figures/fig8_rank_curve.png](../figures/fig8_rank_curve.png), data in [plots/fig8_rank_curve.csv](../plots/fig8_rank_curve.csv)."
+        )
     else:
-        where = ("No rank row has a curve yet: list the rows in `score.curve.rows` and set `train.keep_snapshot_every` "
-                 "(kept snapshots are written while training), then re-train and re-score them.")
-    text = ("# Fig. 8: FMM rank\n\n" + _header(params, "The paper (LSUN Bedroom 256, FID vs kimg): rank > 1 helps clearly, "
-            f"gains shrink after rank 10. The table gives the final score per rank. {where}")
-            + markdown_table(["FMM rank", f"{fd} (ours)", "kimg"], rows))
+        where = (
+            "No rank row has a curve yet: list the rows in `score.curve.rows` and set `train.keep_snapshot_every` "
+            "(kept snapshots are written while training), then re-train and re-score them."
+        )
+    text = (
+        "# Fig. 8: FMM rank\n\n"
+        + _header(
+            params,
+            "The paper (LSUN Bedroom 256, FID vs kimg): rank > 1 helps clearly, "
+            f"gains shrink after rank 10. The table gives the final score per rank. {where}",
+        )
+        + markdown_table(["FMM rank", f"{fd} (ours)", "kimg"], rows)
+    )
     return text, records
 
 
@@ -187,8 +237,13 @@ def _write_fig8_curve(root: Path, curve: list[dict[str, Any]], fd: str) -> None:
         xs, ys = series.setdefault(f"rank {p['rank']} ({p['row']})", ([], []))
         xs.append(p["kimg"])
         ys.append(p["fd"])
-    line_plot(root / paths.FIG8_CURVE_PNG, series, xlabel="kimg (thousands of real images shown)", ylabel=f"{fd} (ours)",
-              title=f"Fig. 8: {fd} vs kimg per FMM rank" + ("" if curve else " (no curve scored yet)"))
+    line_plot(
+        root / paths.FIG8_CURVE_PNG,
+        series,
+        xlabel="kimg (thousands of real images shown)",
+        ylabel=f"{fd} (ours)",
+        title=f"Fig. 8: {fd} vs kimg per FMM rank" + ("" if curve else " (no curve scored yet)"),
+    )
 
 
 def _first(measured: dict[str, list[dict[str, Any]]], key: str) -> dict[str, Any] | None:
@@ -214,8 +269,10 @@ def _compare(better: dict[str, Any] | None, worse: dict[str, Any] | None) -> tup
     """(verdict, numbers) for the claim that `better` has the lower score (_verdict)."""
     if better is None or worse is None:
         return "not measured", "-"
-    return (_verdict(better["fd"], better.get("fd_std"), worse["fd"], worse.get("fd_std")),
-            f"{_value(better, 'fd')} vs {_value(worse, 'fd')}")
+    return (
+        _verdict(better["fd"], better.get("fd_std"), worse["fd"], worse.get("fd_std")),
+        f"{_value(better, 'fd')} vs {_value(worse, 'fd')}",
+    )
 
 
 def _kpl_results(params: Params, root: Path) -> dict[str, dict[str, Any]]:
@@ -245,14 +302,26 @@ def findings(params: Params, root: Path = Path(".")) -> str:
     steps = list(TABLE1_LABELS)[:5]
     for before, after in zip(steps[:-1], steps[1:]):
         verdict, numbers = _compare(_first(t1, after), _first(t1, before))
-        claims.append((f"Table 1: {TABLE1_LABELS[after]} improves on {TABLE1_LABELS[before].lstrip('+ ')}", verdict, numbers))
+        claims.append(
+            (f"Table 1: {TABLE1_LABELS[after]} improves on {TABLE1_LABELS[before].lstrip('+ ')}", verdict, numbers)
+        )
     inr, sg2 = _first(t1, "inr_gan"), _first(t1, "stylegan2")
     if inr and sg2:
         gap = (inr["fd"] - sg2["fd"]) / sg2["fd"]
-        claims.append(("Table 1: INR-GAN is within reach of StyleGAN2 (paper: FID 4.95 vs 3.83 at 1024, 9.57 vs 8.25 FFHQ 256)",
-                       f"INR-GAN {'worse' if gap > 0 else 'better'} by {abs(gap) * 100:.0f}% of StyleGAN2's {fd}",
-                       f"{_value(inr, 'fd')} vs {_value(sg2, 'fd')}"))
-    ranks = {m["rank"]: m for key, ms in f8.items() if key == "inr_gan" or key.startswith("inr_gan_rank") for m in ms if m["fd"] is not None}
+        claims.append(
+            (
+                "Table 1: INR-GAN is within reach of StyleGAN2 (paper: FID 4.95 vs 3.83 at 1024, 9.57 vs 8.25 FFHQ 256)",
+                f"INR-GAN {'worse' if gap > 0 else 'better'} by {abs(gap) * 100:.0f}% of StyleGAN2's {fd}",
+                f"{_value(inr, 'fd')} vs {_value(sg2, 'fd')}",
+            )
+        )
+    ranks = {
+        m["rank"]: m
+        for key, ms in f8.items()
+        if key == "inr_gan" or key.startswith("inr_gan_rank")
+        for m in ms
+        if m["fd"] is not None
+    }
     main = inr["rank"] if inr else None  # INR-GAN's own rank (10 in the paper)
     if 1 in ranks and main in ranks and main != 1:
         verdict, numbers = _compare(ranks[main], ranks[1])
@@ -261,29 +330,49 @@ def findings(params: Params, root: Path = Path(".")) -> str:
         if top > main:
             gain_low, gain_high = ranks[1]["fd"] - ranks[main]["fd"], ranks[main]["fd"] - ranks[top]["fd"]
             shrinks = gain_low > 0 and abs(gain_high) < gain_low
-            claims.append((f"Fig. 8: gains shrink after rank {main}", "holds" if shrinks else "does not hold",
-                           f"rank 1 -> {main}: {gain_low:+.2f}, rank {main} -> {top}: {gain_high:+.2f} (a drop in {fd} is a gain)"))
+            claims.append(
+                (
+                    f"Fig. 8: gains shrink after rank {main}",
+                    "holds" if shrinks else "does not hold",
+                    f"rank 1 -> {main}: {gain_low:+.2f}, rank {main} -> {top}: {gain_high:+.2f} (a drop in {fd} is a gain)",
+                )
+            )
     verdict, numbers = _compare(_first(t2, "inr_gan"), _first(t2, "inr_gan_no_fmm_act"))
     claims.append(("Table 2: FMM without its activation is worse", verdict, numbers))
     kpl = _kpl_results(params, root)
     ik, sk = kpl.get("inr_gan", {}), kpl.get("stylegan2", {})  # keyed by row: the default profile's Table 3 pair
     if ik.get("kpl_z") is not None and sk.get("kpl_z") is not None:
-        claims.append(("Table 3: KPL(Z) of INR-GAN is below StyleGAN2's (paper 6.0e-05 vs 2.1e-04)",
-                       _verdict(ik["kpl_z"], ik.get("kpl_z_std"), sk["kpl_z"], sk.get("kpl_z_std"), digits=-1),
-                       f"{_kpl_value(ik, 'kpl_z')} vs {_kpl_value(sk, 'kpl_z')}"))
+        claims.append(
+            (
+                "Table 3: KPL(Z) of INR-GAN is below StyleGAN2's (paper 6.0e-05 vs 2.1e-04)",
+                _verdict(ik["kpl_z"], ik.get("kpl_z_std"), sk["kpl_z"], sk.get("kpl_z_std"), digits=-1),
+                f"{_kpl_value(ik, 'kpl_z')} vs {_kpl_value(sk, 'kpl_z')}",
+            )
+        )
         if ik.get("kpl_random") is not None and sk.get("kpl_random") is not None:
             ratio = ik["kpl_random"] / sk["kpl_random"]
-            claims.append(("Table 3: KPL(random) about equal (paper 4.7e-04 vs 4.6e-04)",
-                           "holds (within 25%)" if 0.8 <= ratio <= 1.25 else f"does not hold (ratio {ratio:.2f})",
-                           f"{_kpl_value(ik, 'kpl_random')} vs {_kpl_value(sk, 'kpl_random')}"))
+            claims.append(
+                (
+                    "Table 3: KPL(random) about equal (paper 4.7e-04 vs 4.6e-04)",
+                    "holds (within 25%)" if 0.8 <= ratio <= 1.25 else f"does not hold (ratio {ratio:.2f})",
+                    f"{_kpl_value(ik, 'kpl_random')} vs {_kpl_value(sk, 'kpl_random')}",
+                )
+            )
     seeds = max((m["seeds"] for ms in t1.values() for m in ms), default=0)
-    lines = ["## Findings at toy scale", "",
-             f"Computed by the `tables` stage from the score and KPL metrics of this profile (lower `{fd}` is better); "
-             + (f"rows with repeats report mean +- std over up to {seeds} training seeds (`pipeline profile {params.profile} --seeds`). "
-                if seeds > 1 else "one training seed per row: differences smaller than the seed-to-seed spread go unnoticed "
-                f"(`pipeline profile {params.profile} --seeds` adds repeats). ")
-             + "A claim that does not hold here is reported as such: at toy scale the paper's orderings need not appear.", "",
-             markdown_table(["claim of the paper", "here", f"numbers ({fd})"], [list(c) for c in claims])]
+    lines = [
+        "## Findings at toy scale",
+        "",
+        f"Computed by the `tables` stage from the score and KPL metrics of this profile (lower `{fd}` is better); "
+        + (
+            f"rows with repeats report mean +- std over up to {seeds} training seeds (`pipeline profile {params.profile} --seeds`). "
+            if seeds > 1
+            else "one training seed per row: differences smaller than the seed-to-seed spread go unnoticed "
+            f"(`pipeline profile {params.profile} --seeds` adds repeats). "
+        )
+        + "A claim that does not hold here is reported as such: at toy scale the paper's orderings need not appear.",
+        "",
+        markdown_table(["claim of the paper", "here", f"numbers ({fd})"], [list(c) for c in claims]),
+    ]
     return "\n".join(lines)
 
 

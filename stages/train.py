@@ -30,6 +30,7 @@ from pipeline.train.options import TrainConfig, resolve_train_config
 from pipeline.train.trainer import TrainingDiverged
 from stages import paths
 
+
 def train_options(params: Params, row: str) -> TrainConfig:
     """The `train:` defaults with rows.<row>.train on top; what neither sets is the paper's recipe."""
     return resolve_train_config(params.train, params.row(row).train, where=f"train + rows.{row}.train")
@@ -39,31 +40,49 @@ def resolved(params: Params, row: str, options: TrainConfig | None = None) -> di
     """What options.json records and `--dry-run` prints."""
     cfg = params.row(row)
     options = options or train_options(params, row)
-    return {"row": row, "dataset": cfg.dataset, "profile": params.profile, "generator": cfg.generator.model_dump(mode="json"),
-            "train": options.model_dump(mode="json"), "total_steps": options.total_steps,
-            "kimg": options.total_steps * options.total_batch / 1000}
+    return {
+        "row": row,
+        "dataset": cfg.dataset,
+        "profile": params.profile,
+        "generator": cfg.generator.model_dump(mode="json"),
+        "train": options.model_dump(mode="json"),
+        "total_steps": options.total_steps,
+        "kimg": options.total_steps * options.total_batch / 1000,
+    }
 
 
 def model_factories(generator: BaseModel, options: TrainConfig, resolution: int) -> tuple[Callable, Callable]:
     """Constructors of the row's generator and of the discriminator at the dataset's resolution."""
     from pipeline.models.registry import build_discriminator, build_generator
 
-    return (lambda: build_generator(generator)), (lambda: build_discriminator({**options.discriminator, "resolution": resolution}))
+    return (lambda: build_generator(generator)), (
+        lambda: build_discriminator({**options.discriminator, "resolution": resolution})
+    )
 
 
 def _open_dataset(root: Path, dataset: str) -> PreparedDataset:
     # Flips are drawn by the loop (seeded per step), so the dataset itself never flips.
     where = root / paths.prepared_dir(dataset)
     if not where.exists():
-        raise TrainingInputError(f"prepared dataset '{where}' does not exist; run `pipeline prepare --dataset {dataset}` first")
+        raise TrainingInputError(
+            f"prepared dataset '{where}' does not exist; run `pipeline prepare --dataset {dataset}` first"
+        )
     try:
         return PreparedDataset(where, hflip=False)
     except (FileNotFoundError, ValueError) as err:
         raise TrainingInputError(str(err)) from None
 
 
-def run(params: Params, row: str, root: Path = Path("."), resume: bool = True, options: TrainConfig | None = None,
-        environ: Mapping[str, str] | None = None, progress: bool = True, restart_on_change: bool = False) -> TrainSummary:
+def run(
+    params: Params,
+    row: str,
+    root: Path = Path("."),
+    resume: bool = True,
+    options: TrainConfig | None = None,
+    environ: Mapping[str, str] | None = None,
+    progress: bool = True,
+    restart_on_change: bool = False,
+) -> TrainSummary:
     """Train `row` of `params` under `root`; `options` replaces the ones resolved from params.
 
     resume: continue from runs/<row>/training-state.pt if it exists (a corrupt one stops the stage).
@@ -81,14 +100,34 @@ def run(params: Params, row: str, root: Path = Path("."), resume: bool = True, o
     try:
         info = resolved(params, row, options)
         tags = {"stage": "train", "row": row, "dataset": cfg.dataset, "profile": params.profile}
-        tracking = (stage_run(resolve_tracking_uri(params.tracking.uri), params.tracking.experiment, f"train/{row}", tags,
-                              {**info, "world_size": ctx.world_size}) if ctx.is_main else nullcontext(None))
+        tracking = (
+            stage_run(
+                resolve_tracking_uri(params.tracking.uri),
+                params.tracking.experiment,
+                f"train/{row}",
+                tags,
+                {**info, "world_size": ctx.world_size},
+            )
+            if ctx.is_main
+            else nullcontext(None)
+        )
         with tracking as tracker:
             make_g, make_d = model_factories(cfg.generator, options, dataset.resolution)
             summary = train(
-                options, make_g, make_d, dataset, out_dir, ctx=ctx, resume=resume, plots_path=root / paths.train_plots(row), tracker=tracker,
-                snapshot_info=info, identity={"dataset": cfg.dataset, "generator": cfg.generator.model_dump(mode="json")},
-                restart_on_change=restart_on_change, dataset_name=f"{cfg.dataset} ({dataset.root})", progress=progress,
+                options,
+                make_g,
+                make_d,
+                dataset,
+                out_dir,
+                ctx=ctx,
+                resume=resume,
+                plots_path=root / paths.train_plots(row),
+                tracker=tracker,
+                snapshot_info=info,
+                identity={"dataset": cfg.dataset, "generator": cfg.generator.model_dump(mode="json")},
+                restart_on_change=restart_on_change,
+                dataset_name=f"{cfg.dataset} ({dataset.root})",
+                progress=progress,
                 options_record={**info, "world_size": ctx.world_size, "device": str(ctx.device)},
             )
             if tracker is not None:
@@ -98,7 +137,9 @@ def run(params: Params, row: str, root: Path = Path("."), resume: bool = True, o
         shutdown(ctx)
 
 
-def benchmark(params: Params, row: str, batch: int | None = None, steps: int = 10, warmup: int = 3, device: str = "auto") -> dict[str, Any]:
+def benchmark(
+    params: Params, row: str, batch: int | None = None, steps: int = 10, warmup: int = 3, device: str = "auto"
+) -> dict[str, Any]:
     """Training images/s of `row` on random images (no data loading): G and D steps with R1 and EMA.
 
     batch defaults to what one process computes at once under the row's options."""
@@ -107,19 +148,34 @@ def benchmark(params: Params, row: str, batch: int | None = None, steps: int = 1
     cfg = params.row(row)
     options = train_options(params, row)
     per_rank, rounds = options.per_process(1)
-    bad = {name: value for name, value, least in (("batch", batch, 1), ("steps", steps, 1), ("warmup", warmup, 0))
-           if value is not None and value < least}
+    bad = {
+        name: value
+        for name, value, least in (("batch", batch, 1), ("steps", steps, 1), ("warmup", warmup, 0))
+        if value is not None and value < least
+    }
     if bad:
-        raise ConfigError("pipeline bench-train: " + "; ".join(f"--{k} must be at least {1 if k != 'warmup' else 0}, got {v}" for k, v in bad.items()))
+        raise ConfigError(
+            "pipeline bench-train: "
+            + "; ".join(f"--{k} must be at least {1 if k != 'warmup' else 0}, got {v}" for k, v in bad.items())
+        )
     device = resolve_device(device if device != "auto" else options.device, "pipeline bench-train")
     make_g, make_d = model_factories(cfg.generator, options, cfg.generator.resolution)
     generator, discriminator = make_g(), make_d()
-    result = benchmark_training(generator, discriminator, options, batch if batch is not None else per_rank // rounds, steps, warmup, device)
+    result = benchmark_training(
+        generator, discriminator, options, batch if batch is not None else per_rank // rounds, steps, warmup, device
+    )
     return {"row": row, **result}
 
 
-def train_many(params_path: Path, rows: list[str], jobs: int, log_dir: Path, echo: Callable[[str], None] = print,
-               threads: int = 1, then: Sequence[str] = ()) -> dict[str, int]:
+def train_many(
+    params_path: Path,
+    rows: list[str],
+    jobs: int,
+    log_dir: Path,
+    echo: Callable[[str], None] = print,
+    threads: int = 1,
+    then: Sequence[str] = (),
+) -> dict[str, int]:
     """Train `rows` as separate processes, `jobs` at a time, each with `threads` CPU threads; return each
     row's exit code (0: trained or already trained).
 
@@ -142,8 +198,12 @@ def train_many(params_path: Path, rows: list[str], jobs: int, log_dir: Path, ech
     for row in rows:
         params.row(row)  # an unknown row stops here, before any process starts
     # Longest first (fewest images per second x more images): a good order for a few workers.
-    cost = {row: train_options(params, row).total_steps * train_options(params, row).total_batch
-            * (1.4 if params.row(row).generator.kind == "stylegan2" else 1.0) for row in rows}  # StyleGAN2's toy G is the slowest
+    cost = {
+        row: train_options(params, row).total_steps
+        * train_options(params, row).total_batch
+        * (1.4 if params.row(row).generator.kind == "stylegan2" else 1.0)
+        for row in rows
+    }  # StyleGAN2's toy G is the slowest
     pending = sorted(rows, key=lambda r: -cost[r])
     extra = {f"then-{k}": command for k, command in enumerate(then, 1)}
     pending += list(extra)
@@ -160,7 +220,16 @@ def train_many(params_path: Path, rows: list[str], jobs: int, log_dir: Path, ech
                 proc = subprocess.Popen(extra[row], shell=True, stdout=log, stderr=subprocess.STDOUT, env=env)
                 echo(f"{row}: started `{extra[row]}` (log {log_dir / f'{row}.log'})")
             else:
-                cmd = [sys.executable, "-m", "stages.train", "--params", str(params_path), "--row", row, "--restart-on-change"]
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "stages.train",
+                    "--params",
+                    str(params_path),
+                    "--row",
+                    row,
+                    "--restart-on-change",
+                ]
                 proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
                 started += 1
                 echo(f"train {row}: started ({started}/{len(rows)}, log {log_dir / f'{row}.log'})")
@@ -173,16 +242,32 @@ def train_many(params_path: Path, rows: list[str], jobs: int, log_dir: Path, ech
             codes[row] = proc.returncode
             del running[row]
             last = (log_dir / f"{row}.log").read_text().strip().splitlines()[-1:] or [""]
-            echo(f"{'' if row in extra else 'train '}{row}: {'done' if proc.returncode == 0 else f'FAILED (exit {proc.returncode})'} in "
-                 f"{time.perf_counter() - t0:.0f} s: {last[0][:160]}")
+            echo(
+                f"{'' if row in extra else 'train '}{row}: {'done' if proc.returncode == 0 else f'FAILED (exit {proc.returncode})'} in "
+                f"{time.perf_counter() - t0:.0f} s: {last[0][:160]}"
+            )
     return codes
 
 
-def torchrun_command(nproc: int, params_path: Path, row: str, resume: bool = True, restart_on_change: bool = False) -> list[str]:
+def torchrun_command(
+    nproc: int, params_path: Path, row: str, resume: bool = True, restart_on_change: bool = False
+) -> list[str]:
     """The command `pipeline train --nproc N` runs: torchrun on this machine, N processes."""
     flags = [*([] if resume else ["--no-resume"]), *(["--restart-on-change"] if restart_on_change else [])]
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-            "-m", "stages.train", "--params", str(params_path), "--row", row, *flags]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "stages.train",
+        "--params",
+        str(params_path),
+        "--row",
+        row,
+        *flags,
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -190,8 +275,12 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m stages.train", description=__doc__.splitlines()[0])
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
     ap.add_argument("--row", required=True)
-    ap.add_argument("--no-resume", dest="resume", action="store_false", help="start over even if a training state exists")
-    ap.add_argument("--restart-on-change", action="store_true", help="start over when the training state belongs to other settings")
+    ap.add_argument(
+        "--no-resume", dest="resume", action="store_false", help="start over even if a training state exists"
+    )
+    ap.add_argument(
+        "--restart-on-change", action="store_true", help="start over when the training state belongs to other settings"
+    )
     args = ap.parse_args(argv)
     try:
         summary = run(load_params(args.params), args.row, resume=args.resume, restart_on_change=args.restart_on_change)
@@ -199,7 +288,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"trained {args.row}: step {summary.step}, {summary.images_seen / 1000:.1f} kimg in {summary.seconds:.0f} s")
+        print(
+            f"trained {args.row}: step {summary.step}, {summary.images_seen / 1000:.1f} kimg in {summary.seconds:.0f} s"
+        )
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ runner = CliRunner()
 def test_bench_json_records(project: Path) -> None:
     res = runner.invoke(app, ["bench", "--rows", "inr_gan,stylegan2", "--resolution", "32", "--batch", "2", "--json"])
     assert res.exit_code == 0, res.output
-    records = json.loads(res.stdout[res.stdout.index("["):])
+    records = json.loads(res.stdout[res.stdout.index("[") :])
     assert [r["row"] for r in records] == ["inr_gan", "stylegan2"]
     for r in records:
         assert {"row", "resolution", "batch", "device", "img_per_s", "peak_mem_mb"} <= set(r)
@@ -34,7 +34,9 @@ def test_bench_uses_paper_size_specs_where_they_exist(project: Path) -> None:
 
 
 def test_bench_train_reports_images_per_second(project: Path) -> None:
-    res = runner.invoke(app, ["bench-train", "--row", "inr_gan", "--batch", "2", "--steps", "2", "--warmup", "1", "--device", "cpu"])
+    res = runner.invoke(
+        app, ["bench-train", "--row", "inr_gan", "--batch", "2", "--steps", "2", "--warmup", "1", "--device", "cpu"]
+    )
     assert res.exit_code == 0, res.output
     record = json.loads(res.stdout)
     assert record["row"] == "inr_gan" and record["images_per_s"] > 0 and record["batch"] == 2
@@ -49,13 +51,16 @@ def test_paper_profile_benches_every_table2_generator_at_256() -> None:
     assert {paper_row(s, "table2") for s in specs} == set(TABLE2_LABELS)
 
 
-@pytest.mark.parametrize("args,message", [
-    (["bench", "--dtype", "fp16"], "--dtype: Input should be 'fp32' or 'bf16' (got 'fp16')"),
-    (["bench", "--batch", "-1"], "--batch: Input should be greater than 0 (got -1)"),
-    (["bench-train", "--row", "inr_gan", "--steps", "0"], "--steps must be at least 1, got 0"),
-    (["bench-train", "--row", "inr_gan", "--batch", "0"], "--batch must be at least 1, got 0"),
-    (["train", "--row", "inr_gan", "--nproc", "0"], "--nproc must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["bench", "--dtype", "fp16"], "--dtype: Input should be 'fp32' or 'bf16' (got 'fp16')"),
+        (["bench", "--batch", "-1"], "--batch: Input should be greater than 0 (got -1)"),
+        (["bench-train", "--row", "inr_gan", "--steps", "0"], "--steps must be at least 1, got 0"),
+        (["bench-train", "--row", "inr_gan", "--batch", "0"], "--batch must be at least 1, got 0"),
+        (["train", "--row", "inr_gan", "--nproc", "0"], "--nproc must be at least 1"),
+    ],
+)
 def test_bad_command_line_values_are_one_line_errors(project: Path, args: list[str], message: str) -> None:
     import subprocess
     import sys

@@ -62,10 +62,12 @@ def test_console_script_reports_errors_without_traceback(project: Path) -> None:
 
 def test_help_and_reading_params_do_not_import_torch(project: Path) -> None:
     # Importing torch costs seconds: `--help`, profile switches and config validation must not pay for it.
-    code = ("import sys; from typer.testing import CliRunner; from pipeline.cli import app; "
-            "from pipeline.config import load_params; load_params('params.yaml'); "
-            "assert CliRunner().invoke(app, ['--help']).exit_code == 0; "
-            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
+    code = (
+        "import sys; from typer.testing import CliRunner; from pipeline.cli import app; "
+        "from pipeline.config import load_params; load_params('params.yaml'); "
+        "assert CliRunner().invoke(app, ['--help']).exit_code == 0; "
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))"
+    )
     res = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "[]"
@@ -89,7 +91,11 @@ def test_ui_serves_mlflow_on_loopback(project: Path) -> None:
     import urllib.request
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "ui"], cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [sys.executable, "-m", "pipeline", "ui"],
+        cwd=project,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         start_new_session=True,
     )
     try:
@@ -145,7 +151,9 @@ def test_ui_killed_by_pid_takes_its_server_along(project: Path, tmp_path_factory
     (bin_dir / "mlflow").chmod(0o755)
     pids_file = project / "ui.pids"
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "UI_PIDS": str(pids_file)}
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "ui"], cwd=project, env=env, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "ui"], cwd=project, env=env, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert "http://127.0.0.1:" in proc.stdout.readline()
         deadline = time.time() + 30
@@ -180,7 +188,10 @@ def test_ui_keeps_its_port_when_free_and_finds_the_study_in_the_store(tmp_path: 
         con.execute("CREATE TABLE experiments (experiment_id INTEGER, name TEXT)")
         con.execute("INSERT INTO experiments VALUES (0, 'Default'), (3, 'inr-gan-default')")
     assert _experiment_id(f"sqlite:///{db}", "inr-gan-default") == "3"
-    assert _experiment_id(f"sqlite:///{db}", "other") is None and _experiment_id(f"sqlite:///{tmp_path / 'none.db'}", "x") is None
+    assert (
+        _experiment_id(f"sqlite:///{db}", "other") is None
+        and _experiment_id(f"sqlite:///{tmp_path / 'none.db'}", "x") is None
+    )
 
 
 def test_profile_switch_writes_the_profiles_dvc_plots_and_dvc_draws_one_series_per_row(project: Path) -> None:
@@ -192,7 +203,9 @@ def test_profile_switch_writes_the_profiles_dvc_plots_and_dvc_draws_one_series_p
     (project / "profiles").mkdir()
     (project / "profiles" / "default.yaml").write_text((REPO / "profiles" / "default.yaml").read_text())
     assert runner.invoke(app, ["profile", "default"]).exit_code == 0
-    assert (project / "reports/plots/dvc.yaml").read_text() == (REPO / "reports/plots/dvc.yaml").read_text()  # committed = generated
+    assert (project / "reports/plots/dvc.yaml").read_text() == (
+        REPO / "reports/plots/dvc.yaml"
+    ).read_text()  # committed = generated
     for name in ("train", "fig8_rank_curve.csv", "fig9_gmacs.csv"):
         src = REPO / "reports/plots" / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, project / "reports/plots" / name)
@@ -210,7 +223,16 @@ def test_profile_switch_writes_the_profiles_dvc_plots_and_dvc_draws_one_series_p
     assert series(plots["table1_loss_g"], "filename") == {(f"{r}.csv",) for r in table1}
     assert plots["table1_loss_g"]["encoding"]["color"]["field"] == "filename"
     assert series(plots["table1_loss_d_real"], "filename") == {(f"{r}.csv",) for r in table1}
-    assert {f for (f,) in series(plots["table2_r1"], "filename")} >= {"inr_gan_no_fmm_act.csv", "inr_gan_sg2.csv", "inr_gan.csv"}
-    assert series(plots["fig8_rank_curve"], "rank") == {("1",), ("10",), ("30",)} and plots["fig8_rank_curve"]["encoding"]["color"]["field"] == "rank"
-    assert series(plots["fig9_gmacs"], "row", "field") == {(r, f) for r in ("inr_gan", "stylegan2") for f in ("gmacs_paper", "gmacs_true")}
+    assert {f for (f,) in series(plots["table2_r1"], "filename")} >= {
+        "inr_gan_no_fmm_act.csv",
+        "inr_gan_sg2.csv",
+        "inr_gan.csv",
+    }
+    assert (
+        series(plots["fig8_rank_curve"], "rank") == {("1",), ("10",), ("30",)}
+        and plots["fig8_rank_curve"]["encoding"]["color"]["field"] == "rank"
+    )
+    assert series(plots["fig9_gmacs"], "row", "field") == {
+        (r, f) for r in ("inr_gan", "stylegan2") for f in ("gmacs_paper", "gmacs_true")
+    }
     assert all(spec["title"]["text"] for spec in plots.values())

@@ -118,14 +118,22 @@ def test_missing_params_file_and_bad_yaml(tmp_path: Path) -> None:
 
 
 def test_row_resolution_must_match_its_dataset(micro_dict: dict) -> None:
-    micro_dict["rows"] = {"sg2": {"dataset": "faces32", "table": "table1", "generator": {"kind": "stylegan2", "resolution": 64}}}
+    micro_dict["rows"] = {
+        "sg2": {"dataset": "faces32", "table": "table1", "generator": {"kind": "stylegan2", "resolution": 64}}
+    }
     msg = _error(micro_dict)
     assert "rows.sg2.generator.resolution" in msg and "64" in msg and "32 px" in msg
 
 
 def test_row_train_overrides_are_validated(micro_dict: dict) -> None:
-    micro_dict["rows"] = {"sg2": {"dataset": "faces32", "table": "table1", "generator": {"kind": "stylegan2", "resolution": 32},
-                                  "train": {"r1_gama": 1.0}}}
+    micro_dict["rows"] = {
+        "sg2": {
+            "dataset": "faces32",
+            "table": "table1",
+            "generator": {"kind": "stylegan2", "resolution": 32},
+            "train": {"r1_gama": 1.0},
+        }
+    }
     assert "r1_gama" in _error(micro_dict)
 
 
@@ -153,7 +161,12 @@ def test_paper_profile_trains_stylegan2_rows_with_stylegan2s_recipe() -> None:
     for name, row in params.rows.items():
         options = train_options(params, name)
         if row.generator.kind == "stylegan2":
-            assert (options.r1_convention, options.r1_interval, options.pl_weight, options.betas) == ("stylegan2", 16, 2.0, (0.0, 0.99))
+            assert (options.r1_convention, options.r1_interval, options.pl_weight, options.betas) == (
+                "stylegan2",
+                16,
+                2.0,
+                (0.0, 0.99),
+            )
             assert options.ema == pytest.approx(0.5 ** (options.total_batch / 10_000), abs=1e-5)  # half-life 10k images
         else:
             assert (options.r1_convention, options.pl_weight, options.ema) == ("inr_gan", 0.0, 0.999)

@@ -49,12 +49,18 @@ def test_dvc_repro_micro(tmp_path: Path) -> None:
 
     out = _run(["dvc", "repro"], tmp_path)
     ran = set(re.findall(r"Running stage '([^']+)'", out))
-    expected = {f"prepare@{d}" for d in datasets} | {f"reference@{d}" for d in datasets} | {"macs", "keypoints", "kpl", "tables"}
+    expected = (
+        {f"prepare@{d}" for d in datasets}
+        | {f"reference@{d}" for d in datasets}
+        | {"macs", "keypoints", "kpl", "tables"}
+    )
     expected |= {f"{stage}@{r}" for r in rows for stage in ("train", "score", "project")}
     expected |= {f"properties@{r}" for r in params["properties"]["rows"]}
     assert ran == expected
     for r in params["properties"]["rows"]:
-        assert (tmp_path / paths.properties_dir(r) / "extrapolation.png").exists() and (tmp_path / paths.properties_metrics(r)).exists()
+        assert (tmp_path / paths.properties_dir(r) / "extrapolation.png").exists() and (
+            tmp_path / paths.properties_metrics(r)
+        ).exists()
     for name in datasets:
         assert (tmp_path / paths.prepared_dir(name) / "images.npy").exists()
         assert (tmp_path / paths.prepare_preview(name)).exists()

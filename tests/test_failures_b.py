@@ -40,7 +40,9 @@ def test_weights_found_under_a_hashed_name_with_other_content_are_warned_about(t
     cached = tmp_path / "torch" / "hub" / "checkpoints" / "net-0123abcd.pth"
     cached.parent.mkdir(parents=True)
     torch.save({"w": torch.zeros(2)}, cached)
-    with pytest.warns(UserWarning, match=r"net-0123abcd.pth' have sha256 \w+\.\.\., not the 0123abcd\.\.\. their name promises"):
+    with pytest.warns(
+        UserWarning, match=r"net-0123abcd.pth' have sha256 \w+\.\.\., not the 0123abcd\.\.\. their name promises"
+    ):
         assert locate_weights("test net", "net-0123abcd.pth", "https://example.invalid/net-0123abcd.pth") == cached
 
 
@@ -60,7 +62,9 @@ def test_a_crafted_face_detector_file_never_reaches_face_alignment(tmp_path):
     torch.save(build_fan(4).state_dict(), tmp_path / "fan.pth")
     marker = tmp_path / "payload-ran.txt"
     torch.save({"conv1_1.weight": _Payload(marker)}, tmp_path / "s3fd.pth")
-    with pytest.raises(ValueError, match="s3fd.pth' is not a usable S3FD face detector state dict.*refused without running"):
+    with pytest.raises(
+        ValueError, match="s3fd.pth' is not a usable S3FD face detector state dict.*refused without running"
+    ):
         FANKeypoints(weights=tmp_path / "fan.pth", box="detect", detector_weights=tmp_path / "s3fd.pth")
     assert not marker.exists()
 
@@ -83,8 +87,14 @@ stage.run(load_params("params.yaml"), "faces32")
 
 
 def test_sigterm_to_prepare_removes_its_temporary_folder(project: Path) -> None:
-    env = {**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9", "PYTHONPATH": str(REPO)}  # nothing listens: no MLflow run
-    proc = subprocess.Popen([sys.executable, "-c", _SLOW_PREPARE], cwd=project, env=env, stderr=subprocess.PIPE, text=True)
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": "http://127.0.0.1:9",
+        "PYTHONPATH": str(REPO),
+    }  # nothing listens: no MLflow run
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_PREPARE], cwd=project, env=env, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.time() + 60
     while not (project / "started").exists():
         assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
@@ -108,7 +118,9 @@ def test_prepare_on_a_full_disk_says_so_with_exit_code_2(project: Path, monkeypa
         cli.main()
     assert exit_.value.code == 2
     err = capsys.readouterr().err
-    assert "error: no space left on data/prepared: writing 'data/prepared/faces32' needs" in err and "Traceback" not in err
+    assert (
+        "error: no space left on data/prepared: writing 'data/prepared/faces32' needs" in err and "Traceback" not in err
+    )
     assert not (project / "data").exists() or not any((project / "data").rglob("*.npy"))
 
 
@@ -116,13 +128,22 @@ def test_prepare_on_a_really_full_disk(project: Path, monkeypatch) -> None:
     """A 1 MiB tmpfs as data/ (needs root; the simulated test above runs everywhere)."""
     data = project / "data"
     data.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(data)], capture_output=True).returncode:
+    if (
+        os.geteuid() != 0
+        or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(data)], capture_output=True).returncode
+    ):
         pytest.skip("mounting a small tmpfs needs root")
     try:
         (data / "filler").write_bytes(b"\0" * 700_000)  # faces32 needs ~0.4 MiB: the check passes only without this
         env = {**os.environ, "MLFLOW_TRACKING_URI": "http://127.0.0.1:9"}
-        res = subprocess.run([sys.executable, "-m", "pipeline", "prepare", "--dataset", "faces32"], cwd=project, env=env,
-                             capture_output=True, text=True, timeout=120)
+        res = subprocess.run(
+            [sys.executable, "-m", "pipeline", "prepare", "--dataset", "faces32"],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert res.returncode == 2, res.stderr
         assert "no space left on data/prepared" in res.stderr and "Traceback" not in res.stderr
         assert sorted(p.name for p in data.rglob("*")) == ["filler"]
@@ -132,7 +153,9 @@ def test_prepare_on_a_really_full_disk(project: Path, monkeypatch) -> None:
 
         monkeypatch.setattr(prepare, "check_free_space", lambda path, need: None)
         with pytest.raises(NoSpaceLeft, match=f"no space left on {data / 'prepared'}"):
-            prepare.prepare_dataset(prepare.DatasetConfig(source="synthetic_faces", resolution=32, num_images=200), data / "prepared" / "x")
+            prepare.prepare_dataset(
+                prepare.DatasetConfig(source="synthetic_faces", resolution=32, num_images=200), data / "prepared" / "x"
+            )
         assert sorted(p.name for p in data.rglob("*")) == ["filler", "prepared"]
     finally:
         subprocess.run(["umount", str(data)], check=True)
@@ -149,6 +172,8 @@ def test_reference_removes_what_a_killed_run_left_beside_its_outputs(project: Pa
     folder.mkdir(parents=True)
     stale = folder / f".stats.npz.{proc.pid}-abcd_123.tmp.npz"
     stale.write_bytes(b"")
-    with pytest.raises(MetricsInputError, match="prepare --dataset faces32"):  # nothing prepared: fails after the clean-up
+    with pytest.raises(
+        MetricsInputError, match="prepare --dataset faces32"
+    ):  # nothing prepared: fails after the clean-up
         stage.run(load_params("params.yaml"), "faces32")
     assert list(folder.iterdir()) == []

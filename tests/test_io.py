@@ -15,7 +15,14 @@ from pathlib import Path
 import pytest
 
 from pipeline.io import (
-    NoSpaceLeft, atomic_dir, atomic_file, load_versioned_torch, no_space_as_error, remove_stale_temporaries, save_torch, write_json,
+    NoSpaceLeft,
+    atomic_dir,
+    atomic_file,
+    load_versioned_torch,
+    no_space_as_error,
+    remove_stale_temporaries,
+    save_torch,
+    write_json,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -154,7 +161,9 @@ def test_a_full_disk_under_torch_save_is_named_and_leaves_nothing(tmp_path, monk
 
 def test_a_failed_torch_write_on_a_nearly_full_disk_is_named(tmp_path, monkeypatch):
     # torch.save given a path hides the OSError; the free space left tells a full disk apart.
-    err = RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file data/0: file write failed")
+    err = RuntimeError(
+        "[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file data/0: file write failed"
+    )
     with pytest.raises(RuntimeError, match="enforce fail"):  # plenty of space: some other failure, passed on
         with no_space_as_error(tmp_path / "c.pt"):
             raise err
@@ -169,7 +178,12 @@ def full_disk(tmp_path):
     """A 1 MiB tmpfs (needs root; skipped elsewhere, where the simulated tests above still run)."""
     mount = tmp_path / "tiny"
     mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True).returncode:
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True
+        ).returncode
+    ):
         pytest.skip("mounting a small tmpfs needs root")
     yield mount
     subprocess.run(["umount", str(mount)], check=True)

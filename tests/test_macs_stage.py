@@ -14,7 +14,7 @@ from stages import paths
 def test_macs_json_and_reports(project: Path) -> None:
     result = CliRunner().invoke(app, ["macs", "--json"])
     assert result.exit_code == 0, result.output
-    records = json.loads(result.stdout[result.stdout.index("["):])
+    records = json.loads(result.stdout[result.stdout.index("[") :])
     assert {"row", "resolution", "params", "gmacs_paper", "gmacs_true"} <= set(records[0])
     by_key = {(r["row"], r["resolution"]): r for r in records}
     assert len(by_key) == 18  # 6 rows x 3 resolutions

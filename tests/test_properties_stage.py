@@ -16,9 +16,8 @@ from pipeline.cli import app
 from pipeline.config import ConfigError, load_params
 from pipeline.models.registry import build_generator
 from pipeline.train.checkpoint import save_checkpoint
-from stages import paths
+from stages import paths, train
 from stages import properties as stage
-from stages import train
 from stages.score import snapshot_file
 
 runner = CliRunner()
@@ -29,8 +28,17 @@ def _snapshot(row: str) -> None:
     torch.manual_seed(0)
     g = build_generator(params.rows[row].generator.model_dump(mode="json"))
     # info: what the train stage records of the row a snapshot was trained as
-    save_checkpoint(snapshot_file(row), {"G": g.state_dict(), "G_ema": g.state_dict(), "D": {}, "info": train.resolved(params, row),
-                                         "step": 4, "kimg": 0.064})
+    save_checkpoint(
+        snapshot_file(row),
+        {
+            "G": g.state_dict(),
+            "G_ema": g.state_dict(),
+            "D": {},
+            "info": train.resolved(params, row),
+            "step": 4,
+            "kimg": 0.064,
+        },
+    )
 
 
 def test_properties_stage_writes_figures_and_exact_centre_check(project: Path) -> None:
@@ -48,13 +56,18 @@ def test_properties_rows_must_be_inr_rows(project: Path) -> None:
     data = yaml.safe_load(Path("params.yaml").read_text())
     data["properties"]["rows"] = ["stylegan2"]
     Path("params.yaml").write_text(yaml.safe_dump(data))
-    with pytest.raises(ConfigError, match=r"properties.rows: row 'stylegan2' is a stylegan2 generator, which has no INR decoder"):
+    with pytest.raises(
+        ConfigError, match=r"properties.rows: row 'stylegan2' is a stylegan2 generator, which has no INR decoder"
+    ):
         load_params("params.yaml")
 
 
 def test_sample_draws_any_grid_and_refuses_what_a_row_cannot_draw(project: Path) -> None:
     _snapshot("inr_gan")
-    res = runner.invoke(app, ["sample", "--row", "inr_gan", "--resolution", "64", "--range", "-0.5", "1.5", "--num", "4", "--device", "cpu"])
+    res = runner.invoke(
+        app,
+        ["sample", "--row", "inr_gan", "--resolution", "64", "--range", "-0.5", "1.5", "--num", "4", "--device", "cpu"],
+    )
     assert res.exit_code == 0, res.output
     out = Path("samples/inr_gan_64px_-0.5_1.5.png")
     assert out.is_file() and Image.open(out).size[0] > 2 * 64
@@ -65,12 +78,17 @@ def test_sample_draws_any_grid_and_refuses_what_a_row_cannot_draw(project: Path)
         stage.sample(load_params("params.yaml"), "stylegan2", 64, num=2, device="cpu")
 
 
-@pytest.mark.parametrize("margins, expected", [
-    (".nan", r"properties.margins must be positive finite numbers .*got \[nan\]"),
-    ("-0.25", r"properties.margins must be positive finite numbers .*got \[-0.25\]"),
-    (".inf", r"properties.margins must be positive finite numbers .*got \[inf\]"),
-])
-def test_non_finite_or_negative_margins_are_named_when_params_are_read(project: Path, margins: str, expected: str) -> None:
+@pytest.mark.parametrize(
+    "margins, expected",
+    [
+        (".nan", r"properties.margins must be positive finite numbers .*got \[nan\]"),
+        ("-0.25", r"properties.margins must be positive finite numbers .*got \[-0.25\]"),
+        (".inf", r"properties.margins must be positive finite numbers .*got \[inf\]"),
+    ],
+)
+def test_non_finite_or_negative_margins_are_named_when_params_are_read(
+    project: Path, margins: str, expected: str
+) -> None:
     # Issue #15 item 13: these gave runtime tracebacks in the properties stage.
     text = Path("params.yaml").read_text()
     Path("params.yaml").write_text(text.replace("margins: [0.5]", f"margins: [{margins}]"))
@@ -81,6 +99,9 @@ def test_non_finite_or_negative_margins_are_named_when_params_are_read(project: 
 def test_margin_off_the_pixel_grid_is_a_config_error_before_any_output(project: Path) -> None:
     _snapshot("inr_gan")
     Path("params.yaml").write_text(Path("params.yaml").read_text().replace("margins: [0.5]", "margins: [0.3]"))
-    with pytest.raises(ConfigError, match=r"properties.margins \[0.3\] cannot be drawn for row 'inr_gan': extrapolation margin 0.3 gives"):
+    with pytest.raises(
+        ConfigError,
+        match=r"properties.margins \[0.3\] cannot be drawn for row 'inr_gan': extrapolation margin 0.3 gives",
+    ):
         stage.run(load_params("params.yaml"), "inr_gan", progress=False)
     assert not paths.properties_metrics("inr_gan").exists()

@@ -20,8 +20,18 @@ from pipeline.models.registry import build_generator
 from pipeline.train.checkpoint import CheckpointError, kept_snapshot_file, save_checkpoint
 from stages import prepare, reference, score, train
 
-TINY = dict(kind="inr_gan", resolution=32, z_dim=8, hyper_dim=16, hyper_residual=1, rank=2,
-            blocks=[dict(resolution=16, width=8, n_freqs=4, n_layers=1), dict(resolution=32, width=8, n_freqs=2, n_layers=1, to_rgb=True)])
+TINY = dict(
+    kind="inr_gan",
+    resolution=32,
+    z_dim=8,
+    hyper_dim=16,
+    hyper_residual=1,
+    rank=2,
+    blocks=[
+        dict(resolution=16, width=8, n_freqs=4, n_layers=1),
+        dict(resolution=32, width=8, n_freqs=2, n_layers=1, to_rgb=True),
+    ],
+)
 
 
 class StudyParams(Params):
@@ -33,7 +43,11 @@ class StudyParams(Params):
 
 def _params(micro: dict, **overrides) -> StudyParams:
     micro = {**micro, "rows": {"toy": {"dataset": "faces32", "table": "test", "generator": TINY}}}
-    micro["reference"] = {"features": "domain", "batch": 64, "domain": DomainNetConfig(width=4, epochs=1, batch=32).model_dump()}
+    micro["reference"] = {
+        "features": "domain",
+        "batch": 64,
+        "domain": DomainNetConfig(width=4, epochs=1, batch=32).model_dump(),
+    }
     micro["score"] = {"num_images": 24, "batch": 8, "upsampled": {"faces32": "faces64"}}
     for key, value in overrides.items():
         micro[key] = {**micro[key], **value}
@@ -44,16 +58,33 @@ def _snapshot(root: Path, params: Params, row: str = "toy", settings: dict = TIN
     torch.manual_seed(0)
     g = build_generator(settings)
     # info: what the train stage records of the row a snapshot was trained as
-    save_checkpoint(root / score.snapshot_file(row), {"G": g.state_dict(), "G_ema": g.state_dict(), "D": {},
-                                                      "info": train.resolved(params, row), "step": 10, "kimg": 0.32})
+    save_checkpoint(
+        root / score.snapshot_file(row),
+        {
+            "G": g.state_dict(),
+            "G_ema": g.state_dict(),
+            "D": {},
+            "info": train.resolved(params, row),
+            "step": 10,
+            "kimg": 0.32,
+        },
+    )
 
 
 def _kept_snapshot(root: Path, params: Params, step: int, seed: int, row: str = "toy", settings: dict = TINY) -> None:
     # The keys the training loop writes (tests/train/test_loop.py checks them there).
     torch.manual_seed(seed)
     g = build_generator(settings)
-    save_checkpoint(kept_snapshot_file(root / score.snapshot_file(row).parent, step),
-                    {"G_ema": g.state_dict(), "options": {}, "info": train.resolved(params, row), "step": step, "kimg": step * 0.032})
+    save_checkpoint(
+        kept_snapshot_file(root / score.snapshot_file(row).parent, step),
+        {
+            "G_ema": g.state_dict(),
+            "options": {},
+            "info": train.resolved(params, row),
+            "step": step,
+            "kimg": step * 0.032,
+        },
+    )
 
 
 @pytest.fixture
@@ -69,12 +100,21 @@ def test_reference_then_score_writes_repeatable_metrics(study):
     root, params = study
     ref = json.loads((root / reference.reference_metrics_file("faces32")).read_text())
     assert ref["features"] == "domain" and ref["num_images"] == 128 and 0 <= ref["domain_holdout_accuracy"] <= 1
-    assert (root / reference.reference_stats_file("faces32")).is_file() and (root / reference.domain_net_file("faces32")).is_file()
+    assert (root / reference.reference_stats_file("faces32")).is_file() and (
+        root / reference.domain_net_file("faces32")
+    ).is_file()
 
     _snapshot(root, params)
     first = score.run(params, "toy", progress=False)
     written = json.loads((root / score.score_metrics_file("toy")).read_text())
-    for key in ("fd_domain", "is_domain", "fd_domain_up2x_nearest", "fd_domain_up2x_bilinear", "fd_domain_up2x_bicubic", "fd_domain_up2x_grid"):
+    for key in (
+        "fd_domain",
+        "is_domain",
+        "fd_domain_up2x_nearest",
+        "fd_domain_up2x_bilinear",
+        "fd_domain_up2x_bicubic",
+        "fd_domain_up2x_grid",
+    ):
         assert written[key] == pytest.approx(first[key]) and written[key] == written[key]  # present, not NaN
     assert written["num_images"] == 24 and written["kimg"] == pytest.approx(0.32) and written["features"] == "domain"
     from PIL import Image
@@ -92,21 +132,43 @@ def test_reference_then_score_writes_repeatable_metrics(study):
 def test_noisy_stylegan2_scores_repeat_exactly(study, micro_dict):
     # StyleGAN2 draws per-layer noise from the global RNG: scoring fixes it, whatever ran before.
     root, _ = study
-    toy = dict(kind="stylegan2", resolution=32, z_dim=8, w_dim=8, mapping_layers=2, channel_base=128, channel_max=8, noise_mode="random")
+    toy = dict(
+        kind="stylegan2",
+        resolution=32,
+        z_dim=8,
+        w_dim=8,
+        mapping_layers=2,
+        channel_base=128,
+        channel_max=8,
+        noise_mode="random",
+    )
     base = _params(micro_dict).model_dump()
-    params = StudyParams.model_validate({**base, "rows": {"toy": {"dataset": "faces32", "table": "test", "generator": toy}}})
+    params = StudyParams.model_validate(
+        {**base, "rows": {"toy": {"dataset": "faces32", "table": "test", "generator": toy}}}
+    )
     torch.manual_seed(0)
     g = build_generator(toy)
     with torch.no_grad():
         for name, p in g.named_parameters():
             if name.endswith("noise_strength"):
                 p.fill_(1.0)  # trained StyleGAN2s use their noise; at initialisation its strength is 0
-    save_checkpoint(root / score.snapshot_file("toy"), {"G": g.state_dict(), "G_ema": g.state_dict(), "D": {},
-                                                        "info": train.resolved(params, "toy"), "step": 10, "kimg": 0.32})
+    save_checkpoint(
+        root / score.snapshot_file("toy"),
+        {
+            "G": g.state_dict(),
+            "G_ema": g.state_dict(),
+            "D": {},
+            "info": train.resolved(params, "toy"),
+            "step": 10,
+            "kimg": 0.32,
+        },
+    )
     first = score.run(params, "toy", progress=False)
     torch.manual_seed(12345)  # a different global RNG state before the second scoring
     again = score.run(params, "toy", progress=False)
-    assert again["fd_domain"] == first["fd_domain"] and again["fd_domain_up2x_bicubic"] == first["fd_domain_up2x_bicubic"]
+    assert (
+        again["fd_domain"] == first["fd_domain"] and again["fd_domain_up2x_bicubic"] == first["fd_domain_up2x_bicubic"]
+    )
 
 
 def test_untrained_row_fails_and_writes_nothing(study):
@@ -122,7 +184,9 @@ def test_a_killed_scores_temporaries_are_removed_when_score_starts(study):
     root, _params_ = study
     metrics = root / score.score_metrics_file("toy")
     metrics.parent.mkdir(parents=True, exist_ok=True)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     stale = metrics.parent / f".{metrics.name}.{int(dead.stdout)}-abcd1234.tmp.json"
     live = metrics.parent / f".{metrics.name}.{os.getpid()}-efgh5678.tmp.json"
     stale.touch()
@@ -149,7 +213,9 @@ def test_reference_resolution_mismatch_fails(study, micro_dict):
 def test_too_few_real_images_fails_and_keeps_old_reference(study, micro_dict):
     root, _ = study
     before = (root / reference.reference_stats_file("faces32")).read_bytes()
-    with pytest.raises(MetricsInputError, match=r"reference.num_images is 1000 but prepared dataset 'faces32' holds only 128"):
+    with pytest.raises(
+        MetricsInputError, match=r"reference.num_images is 1000 but prepared dataset 'faces32' holds only 128"
+    ):
         reference.run(_params(micro_dict, reference={"num_images": 1000}), "faces32")
     assert (root / reference.reference_stats_file("faces32")).read_bytes() == before
     assert not [p for p in (root / "data" / "reference").iterdir() if p.name.startswith(".")]
@@ -174,26 +240,43 @@ def test_curve_scores_every_kept_snapshot_with_the_main_scores_seeds(study, micr
     # curve.num_images = num_images: the last point is the main score, image for image
     assert written["curve"][-1]["fd"] == pytest.approx(written["fd_domain"], rel=1e-12) == result["fd_domain"]
     assert written["curve"][0]["fd"] != pytest.approx(written["fd_domain"])
-    fewer = score.run(_params(micro_dict, score={"upsampled": {}, "curve": {"rows": "all", "num_images": 16}}), "toy", progress=False)
-    assert [p["step"] for p in fewer["curve"]] == [5, 10] and fewer["curve"][-1]["fd"] != pytest.approx(result["fd_domain"])
+    fewer = score.run(
+        _params(micro_dict, score={"upsampled": {}, "curve": {"rows": "all", "num_images": 16}}), "toy", progress=False
+    )
+    assert [p["step"] for p in fewer["curve"]] == [5, 10] and fewer["curve"][-1]["fd"] != pytest.approx(
+        result["fd_domain"]
+    )
 
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{Path.cwd()}/mlruns.db")  # absolute: MLflow caches stores by URI
-    run_id = client.search_runs([client.get_experiment_by_name(params.tracking.experiment).experiment_id], "tags.stage = 'score'",
-                                order_by=["attributes.start_time ASC"])[0].info.run_id
+    run_id = client.search_runs(
+        [client.get_experiment_by_name(params.tracking.experiment).experiment_id],
+        "tags.stage = 'score'",
+        order_by=["attributes.start_time ASC"],
+    )[0].info.run_id
     history = client.get_metric_history(run_id, "curve_fd_domain")
-    assert sorted((m.step, m.value) for m in history) == [(160, written["curve"][0]["fd"]), (320, written["curve"][1]["fd"])]
+    assert sorted((m.step, m.value) for m in history) == [
+        (160, written["curve"][0]["fd"]),
+        (320, written["curve"][1]["fd"]),
+    ]
 
 
 def test_curve_row_without_kept_snapshots_fails_naming_the_option(study, micro_dict):
     root, study_params = study
     _snapshot(root, study_params)
-    params = _params(micro_dict, score={"curve": {"rows": ["toy"], "num_images": 8}}, train={"keep_snapshot_every": None})
-    with pytest.raises(MetricsInputError, match=r"score.curve lists row 'toy' but .*holds no kept snapshots: "
-                                                r"train.keep_snapshot_every is not set.*pipeline train --row toy --no-resume"):
+    params = _params(
+        micro_dict, score={"curve": {"rows": ["toy"], "num_images": 8}}, train={"keep_snapshot_every": None}
+    )
+    with pytest.raises(
+        MetricsInputError,
+        match=r"score.curve lists row 'toy' but .*holds no kept snapshots: "
+        r"train.keep_snapshot_every is not set.*pipeline train --row toy --no-resume",
+    ):
         score.run(params, "toy", progress=False)
-    trained_before = _params(micro_dict, score={"curve": {"rows": ["toy"], "num_images": 8}})  # micro keeps every 2 steps
+    trained_before = _params(
+        micro_dict, score={"curve": {"rows": ["toy"], "num_images": 8}}
+    )  # micro keeps every 2 steps
     with pytest.raises(MetricsInputError, match=r"trained before train.keep_snapshot_every \(2\) was set"):
         score.run(trained_before, "toy", progress=False)
     assert not (root / score.score_metrics_file("toy")).exists()
@@ -206,18 +289,27 @@ def test_snapshot_of_another_row_with_the_same_generator_is_refused(project, mic
     metrics = project / score.score_metrics_file("toy")
     metrics.parent.mkdir(parents=True)
     metrics.write_text('{"fd_domain": 1.0}')
-    other_dataset = StudyParams.model_validate({**params.model_dump(), "rows": {"toy": {"dataset": "faces32_test", "table": "test", "generator": TINY}}})
+    other_dataset = StudyParams.model_validate(
+        {**params.model_dump(), "rows": {"toy": {"dataset": "faces32_test", "table": "test", "generator": TINY}}}
+    )
     other_seed = _params(micro_dict, train={"seed": 7})
     other_gamma = _params(micro_dict, train={"r1_gamma": 0.5})
-    for trained_as, expected in ((other_dataset, r"dataset: 'faces32_test' there, 'faces32' in params.yaml"),
-                                 (other_seed, r"train.seed: 7 there, 0 in params.yaml"),
-                                 (other_gamma, r"train.r1_gamma: 0.5 there, .* in params.yaml")):
+    for trained_as, expected in (
+        (other_dataset, r"dataset: 'faces32_test' there, 'faces32' in params.yaml"),
+        (other_seed, r"train.seed: 7 there, 0 in params.yaml"),
+        (other_gamma, r"train.r1_gamma: 0.5 there, .* in params.yaml"),
+    ):
         _snapshot(project, trained_as)
-        with pytest.raises(MetricsInputError, match=r"snapshot 'runs/toy/network-snapshot.pt' is not row 'toy' as params.yaml defines it "
-                                                    rf"\(recorded row 'toy'; {expected}\); re-train the row \(`pipeline train --row toy --no-resume`\)"):
+        with pytest.raises(
+            MetricsInputError,
+            match=r"snapshot 'runs/toy/network-snapshot.pt' is not row 'toy' as params.yaml defines it "
+            rf"\(recorded row 'toy'; {expected}\); re-train the row \(`pipeline train --row toy --no-resume`\)",
+        ):
             score.run(params, "toy", progress=False)
     # A snapshot that records no training options (not written by `pipeline train`) cannot be vouched for.
-    save_checkpoint(project / score.snapshot_file("toy"), {"G_ema": build_generator(TINY).state_dict(), "info": {"generator": TINY}})
+    save_checkpoint(
+        project / score.snapshot_file("toy"), {"G_ema": build_generator(TINY).state_dict(), "info": {"generator": TINY}}
+    )
     with pytest.raises(MetricsInputError, match=r"dataset: None there.*train: '\(not recorded\)' there"):
         score.run(params, "toy", progress=False)
     # Nor does a checkpoint without G_ema or info: named, not a KeyError.

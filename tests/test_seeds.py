@@ -26,7 +26,11 @@ def test_expansion_repeats_rows_with_train_seed_and_names_them_in_table3(micro_d
     assert seed_row("inr_gan", 2) == "inr_gan_s2"
     assert {"inr_gan_s1", "inr_gan_s2", "stylegan2_s1", "stylegan2_s2"} <= set(params.rows)
     repeat = params.rows["inr_gan_s1"]
-    assert repeat.seed_of == "inr_gan" and repeat.train["seed"] == 1 and repeat.generator == params.rows["inr_gan"].generator
+    assert (
+        repeat.seed_of == "inr_gan"
+        and repeat.train["seed"] == 1
+        and repeat.generator == params.rows["inr_gan"].generator
+    )
     assert params.project.models["stylegan2_s2"] == "stylegan2_s2"
     assert params.score.curve.rows == ["inr_gan"]  # the curve stays the seed-0 rows': their scores need not re-run
     assert "inr_gan_s1" not in data["rows"]  # the input mapping is left as it was
@@ -104,7 +108,9 @@ def test_table3_averages_the_kpl_of_repeated_models(project: Path, micro_dict: d
     for model, z in (("inr_gan", 1e-3), ("inr_gan_s1", 3e-3), ("stylegan2", 2e-3)):
         path = project / kpl.kpl_metrics(model)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"profile": "micro", "kpl_z": z, "kpl_w": z, "kpl_random": 5e-3, "convention": "mse"}))
+        path.write_text(
+            json.dumps({"profile": "micro", "kpl_z": z, "kpl_w": z, "kpl_random": 5e-3, "convention": "mse"})
+        )
     text = kpl.write_table3(params, project)
     assert "| inr_gan | 2.00e-03 +- 1.41e-03 (2 seeds) |" in text  # mean 2e-3, sample std 1.41e-3
     assert "inr_gan_s1" not in text  # a repeat is part of its model's row, not a row of its own
@@ -120,15 +126,22 @@ def test_the_plain_profile_finds_committed_repeats_with_the_rows_settings(projec
     paths.score_metrics("inr_gan").parent.mkdir(parents=True)
     good = plain.settings_fingerprint("inr_gan")
     for row, fd, fingerprint in (("inr_gan", 10.0, good), ("inr_gan_s1", 12.0, good), ("inr_gan_s2", 99.0, "0" * 64)):
-        paths.score_metrics(row).write_text(json.dumps({"fd_domain": fd, "kimg": 4.0, "profile": "micro", "settings_sha256": fingerprint}))
-    assert stage.repeats(plain) == {"inr_gan": ["inr_gan", "inr_gan_s1"], "stylegan2": ["stylegan2"]}  # s2: other settings
+        paths.score_metrics(row).write_text(
+            json.dumps({"fd_domain": fd, "kimg": 4.0, "profile": "micro", "settings_sha256": fingerprint})
+        )
+    assert stage.repeats(plain) == {
+        "inr_gan": ["inr_gan", "inr_gan_s1"],
+        "stylegan2": ["stylegan2"],
+    }  # s2: other settings
     assert "11.00 +- 1.41 (2 seeds) (faces32)" in stage.run(plain)["table1"]
     longer = {**micro_dict, "train": {**micro_dict["train"], "kimg": 2 * (micro_dict["train"].get("kimg") or 1)}}
     longer["train"].pop("iterations", None)
     # Trained longer since (a resumable setting, but a score of a shorter run is no repeat): no repeat matches.
     assert stage.repeats(parse_params(_with_seeds(longer, rows=("inr_gan",), values=(1, 2))))["inr_gan"] == ["inr_gan"]
     micro_dict["train"] = {**micro_dict["train"], "r1_gamma": 0.5}  # the row changed since: no repeat matches
-    assert stage.repeats(parse_params(_with_seeds(micro_dict, rows=("inr_gan",), values=(1, 2))))["inr_gan"] == ["inr_gan"]
+    assert stage.repeats(parse_params(_with_seeds(micro_dict, rows=("inr_gan",), values=(1, 2))))["inr_gan"] == [
+        "inr_gan"
+    ]
 
 
 def test_findings_weigh_table3_kpl_against_the_seed_spread(project: Path, micro_dict: dict) -> None:
@@ -142,4 +155,7 @@ def test_findings_weigh_table3_kpl_against_the_seed_spread(project: Path, micro_
     text = stage.findings(params)
     # 2.0e-3 +- 1.4e-3 vs 2.3e-3 +- 1.4e-4: lower, by 3e-4, far inside sqrt(1.41e-3^2 + 1.41e-4^2) = 1.4e-3
     assert "KPL(Z) of INR-GAN is below StyleGAN2's" in text
-    assert "| direction only (difference 3.0e-04 within the combined std 1.4e-03) | 2.00e-03 +- 1.4e-03 (2 seeds) vs 2.30e-03" in text
+    assert (
+        "| direction only (difference 3.0e-04 within the combined std 1.4e-03) | 2.00e-03 +- 1.4e-03 (2 seeds) vs 2.30e-03"
+        in text
+    )

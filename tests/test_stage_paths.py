@@ -21,26 +21,39 @@ def test_prepare_paths() -> None:
     key = "KEY"
     outs = {o.replace("${key}", key) for o in _declared(STAGES["prepare"], "outs")}
     assert outs == {str(paths.prepared_dir(key)), str(paths.prepare_preview(key))}
-    assert {m.replace("${key}", key) for m in _declared(STAGES["prepare"], "metrics")} == {str(paths.prepare_metrics(key))}
+    assert {m.replace("${key}", key) for m in _declared(STAGES["prepare"], "metrics")} == {
+        str(paths.prepare_metrics(key))
+    }
 
 
 def test_macs_paths() -> None:
     stage = STAGES["macs"]
-    assert _declared(stage, "outs") == {str(paths.TABLE1_COST_MD), str(paths.TABLE1_COST_CSV), str(paths.FIG9_PNG), str(paths.FIG9_CSV)}
+    assert _declared(stage, "outs") == {
+        str(paths.TABLE1_COST_MD),
+        str(paths.TABLE1_COST_CSV),
+        str(paths.FIG9_PNG),
+        str(paths.FIG9_CSV),
+    }
     assert _declared(stage, "metrics") == {str(paths.MACS_METRICS)}
 
 
 def test_tables_paths() -> None:
     from stages.tables import TABLES
 
-    expected = {str(paths.table_md(t)) for t in TABLES} | {str(paths.table_csv(t)) for t in TABLES} | {str(paths.REPORTS / "README.md")}
+    expected = (
+        {str(paths.table_md(t)) for t in TABLES}
+        | {str(paths.table_csv(t)) for t in TABLES}
+        | {str(paths.REPORTS / "README.md")}
+    )
     assert _declared(STAGES["tables"], "outs") == expected | {str(paths.FIG8_CURVE_PNG), str(paths.FIG8_CURVE_CSV)}
 
 
 def test_properties_paths() -> None:
     outs = {o.replace("${item}", "ROW") for o in _declared(STAGES["properties"], "outs")}
     assert outs == {str(paths.properties_dir("ROW"))}
-    assert {m.replace("${item}", "ROW") for m in _declared(STAGES["properties"], "metrics")} == {str(paths.properties_metrics("ROW"))}
+    assert {m.replace("${item}", "ROW") for m in _declared(STAGES["properties"], "metrics")} == {
+        str(paths.properties_metrics("ROW"))
+    }
 
 
 def test_kpl_declares_its_summary_not_the_per_model_folder() -> None:

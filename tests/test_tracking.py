@@ -87,8 +87,14 @@ def healthy_but_failing_server() -> Iterator[str]:
 def _prepare(project: Path, uri: str) -> tuple[subprocess.CompletedProcess, float]:
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     start = time.monotonic()
-    res = subprocess.run([sys.executable, "-m", "pipeline", "prepare", "--dataset", "faces32_test"], cwd=project, env=env,
-                         capture_output=True, text=True, timeout=LIMIT_S)
+    res = subprocess.run(
+        [sys.executable, "-m", "pipeline", "prepare", "--dataset", "faces32_test"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=LIMIT_S,
+    )
     return res, time.monotonic() - start
 
 
@@ -133,7 +139,9 @@ def test_a_skipped_run_is_logged_later_by_track_pending(project: Path, monkeypat
     logged, problems = log_pending("http://127.0.0.1:9", project / PENDING_DIR)
     assert logged == [] and "does not answer" in problems[0] and record.exists()
     # ... and is logged, then removed, once it answers: here through the CLI, to the profile's store.
-    res = subprocess.run([sys.executable, "-m", "pipeline", "track", "--pending"], cwd=project, capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "pipeline", "track", "--pending"], cwd=project, capture_output=True, text=True
+    )
     assert res.returncode == 0, res.stderr
     assert "logged prepare/faces" in res.stdout and not record.exists()
     client = MlflowClient(tracking_uri=f"sqlite:///{project}/mlruns.db")
@@ -141,5 +149,7 @@ def test_a_skipped_run_is_logged_later_by_track_pending(project: Path, monkeypat
     assert run.info.run_name == "prepare/faces" and run.info.status == "FINISHED"
     assert run.data.params["a.b"] == "1" and run.data.metrics["loss"] == 1.5 and run.data.tags["stage"] == "prepare"
     assert [a.path for a in client.list_artifacts(run.info.run_id, "figures")] == ["figures/grid.png"]
-    res = subprocess.run([sys.executable, "-m", "pipeline", "track", "--pending"], cwd=project, capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "pipeline", "track", "--pending"], cwd=project, capture_output=True, text=True
+    )
     assert res.returncode == 0 and "no pending runs" in res.stdout

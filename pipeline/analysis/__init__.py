@@ -52,7 +52,9 @@ def _warn_if_hash_differs(what: str, path: Path, url: str) -> Path:
     return path
 
 
-def locate_weights(what: str, filename: str, url: str, path: str | Path | None = None, allow_download: bool = False) -> Path:
+def locate_weights(
+    what: str, filename: str, url: str, path: str | Path | None = None, allow_download: bool = False
+) -> Path:
     """The local file holding `what`'s weights: `path` if given, else `filename` in the torch hub cache,
     else (only with `allow_download`) downloaded there from `url`, checked against the sha256 prefix
     `filename` carries. A found file whose name carries a prefix its content does not match is warned about."""

@@ -145,9 +145,17 @@ class FANKeypoints:
 
     names: tuple[str, ...] = tuple(f"fan_{i}" for i in range(FAN_NUM_POINTS))
 
-    def __init__(self, weights: str | Path | None = None, device: str | torch.device = "cpu",
-                 box: Sequence[float] | Literal["detect"] = (0.0, 0.0, 1.0, 1.0), detector_weights: str | Path | None = None,
-                 flip_input: bool = False, batch_size: int = 8, allow_download: bool = False, num_modules: int = 4):
+    def __init__(
+        self,
+        weights: str | Path | None = None,
+        device: str | torch.device = "cpu",
+        box: Sequence[float] | Literal["detect"] = (0.0, 0.0, 1.0, 1.0),
+        detector_weights: str | Path | None = None,
+        flip_input: bool = False,
+        batch_size: int = 8,
+        allow_download: bool = False,
+        num_modules: int = 4,
+    ):
         self.device = torch.device(device)
         path = self.weights_path = locate_weights("face-alignment 2D-FAN-4", FAN_FILE, FAN_URL, weights, allow_download)
         net = build_fan(num_modules)
@@ -155,12 +163,16 @@ class FANKeypoints:
             state = torch.load(path, map_location="cpu", weights_only=True)
             net.load_state_dict(state)
         except Exception as err:  # noqa: BLE001 - a wrong or damaged file means the same to the user
-            raise ValueError(f"'{path}' is not a FAN-{num_modules} state dict ({err}); download {FAN_URL} again") from None
+            raise ValueError(
+                f"'{path}' is not a FAN-{num_modules} state dict ({err}); download {FAN_URL} again"
+            ) from None
         self.net = net.to(self.device).eval().requires_grad_(False)
         if box == "detect":
             from face_alignment.detection.sfd.sfd_detector import SFDDetector
 
-            det_path = locate_weights("face-alignment S3FD face detector", S3FD_FILE, S3FD_URL, detector_weights, allow_download)
+            det_path = locate_weights(
+                "face-alignment S3FD face detector", S3FD_FILE, S3FD_URL, detector_weights, allow_download
+            )
             # face_alignment unpickles the file itself (with weights_only=False in older releases): it gets
             # only a file that has passed weights_only=True, which therefore holds tensors and nothing to run.
             load_state_dict(det_path, "S3FD face detector state dict", f"Download {S3FD_URL} again.")
@@ -168,7 +180,9 @@ class FANKeypoints:
             self.box = None
         else:
             if len(box) != 4 or not (0 <= box[0] < box[2] <= 1 and 0 <= box[1] < box[3] <= 1):
-                raise ValueError(f"FAN box must be (x0, y0, x1, y1) fractions with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1, or 'detect'; got {box}")
+                raise ValueError(
+                    f"FAN box must be (x0, y0, x1, y1) fractions with 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1, or 'detect'; got {box}"
+                )
             self.detector, self.box = None, tuple(float(v) for v in box)
         self.flip_input, self.batch_size = flip_input, batch_size
         self.num_undetected = 0
@@ -208,7 +222,7 @@ class FANKeypoints:
         h, w = uint8.shape[1:3]
         result = np.empty((len(uint8), FAN_NUM_POINTS, 2), np.float32)
         for start in range(0, len(uint8), self.batch_size):
-            chunk = uint8[start: start + self.batch_size]
+            chunk = uint8[start : start + self.batch_size]
             crops = self._crops(chunk)
             x = torch.from_numpy(chunk).permute(0, 3, 1, 2).float().div(255.0).to(self.device)
             x = crop_images(x, crops, FAN_INPUT)
@@ -218,7 +232,7 @@ class FANKeypoints:
             side = torch.tensor([c.side for c in crops])[:, None]
             xs = (left + frac[..., 0] * side) / w
             ys = (top + frac[..., 1] * side) / h
-            result[start: start + len(chunk)] = torch.stack([xs, ys], -1).numpy()
+            result[start : start + len(chunk)] = torch.stack([xs, ys], -1).numpy()
         return result
 
 
@@ -242,10 +256,14 @@ class KeypointRegressor(nn.Module):
         self.num_keypoints, self.resolution, self.width = num_keypoints, resolution, width
         self.trunk = nn.Sequential(
             nn.PixelUnshuffle(2),  # (3, S, S) -> (12, S/2, S/2): the stride-2 stage for free
-            nn.Conv2d(12, width, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(width, width, 3, padding=2, dilation=2), nn.ReLU(),
-            nn.Conv2d(width, width, 3, padding=4, dilation=4), nn.ReLU(),
-            nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(12, width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=2, dilation=2),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=4, dilation=4),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.ReLU(),
         )
         self.heatmaps = nn.Conv2d(width, num_keypoints, 1)
         side = resolution // 2
@@ -269,7 +287,9 @@ class RegressorKeypoints:
     """A trained `KeypointRegressor` behind the extractor interface; inputs of another resolution are
     resized (area or bilinear) to the regressor's."""
 
-    def __init__(self, model: KeypointRegressor, names: Sequence[str], heldout_mse: float | None = None, batch_size: int = 256):
+    def __init__(
+        self, model: KeypointRegressor, names: Sequence[str], heldout_mse: float | None = None, batch_size: int = 256
+    ):
         self.model = model.eval()
         self.names = tuple(names)
         self.heldout_mse = heldout_mse
@@ -279,13 +299,21 @@ class RegressorKeypoints:
         x = as_float_images(images)
         s = self.model.resolution
         if x.shape[-1] != s or x.shape[-2] != s:
-            x = F.interpolate(x, size=(s, s), mode="area" if x.shape[-1] > s else "bilinear", align_corners=None if x.shape[-1] > s else False)
+            x = F.interpolate(
+                x,
+                size=(s, s),
+                mode="area" if x.shape[-1] > s else "bilinear",
+                align_corners=None if x.shape[-1] > s else False,
+            )
         return x
 
     @torch.no_grad()
     def __call__(self, images: np.ndarray | Tensor) -> np.ndarray:
         device = self.model.centres.device
-        out = [self.model(self.prepare(images[i: i + self.batch_size]).to(device)).cpu() for i in range(0, len(images), self.batch_size)]
+        out = [
+            self.model(self.prepare(images[i : i + self.batch_size]).to(device)).cpu()
+            for i in range(0, len(images), self.batch_size)
+        ]
         return torch.cat(out).numpy().astype(np.float32)
 
     def features(self, images: Tensor) -> Tensor:
@@ -298,9 +326,19 @@ def keypoint_mse(pred: np.ndarray, target: np.ndarray) -> float:
     return float(np.mean((np.asarray(pred, np.float64) - np.asarray(target, np.float64)) ** 2))
 
 
-def train_keypoint_regressor(images: np.ndarray, keypoints: np.ndarray, names: Sequence[str], *, heldout_fraction: float = 0.1,
-                             epochs: int = 3, batch_size: int = 16, lr: float = 6e-3, width: int = 24, seed: int = 0,
-                             progress: Callable[[int], None] | None = None) -> tuple[RegressorKeypoints, dict[str, Any]]:
+def train_keypoint_regressor(
+    images: np.ndarray,
+    keypoints: np.ndarray,
+    names: Sequence[str],
+    *,
+    heldout_fraction: float = 0.1,
+    epochs: int = 3,
+    batch_size: int = 16,
+    lr: float = 6e-3,
+    width: int = 24,
+    seed: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[RegressorKeypoints, dict[str, Any]]:
     """Fit a `KeypointRegressor` on uint8 images (N, S, S, 3) and keypoints (N, K, 2) in [0, 1].
 
     The last `heldout_fraction` of a seeded permutation is held out; its mean squared error (KPL
@@ -314,9 +352,11 @@ def train_keypoint_regressor(images: np.ndarray, keypoints: np.ndarray, names: S
     n = len(images)
     n_held = max(1, int(round(n * heldout_fraction)))
     if n - n_held < batch_size:
-        raise ValueError(f"{n} images leave {n - n_held} for training, fewer than one batch of {batch_size}; prepare more images")
+        raise ValueError(
+            f"{n} images leave {n - n_held} for training, fewer than one batch of {batch_size}; prepare more images"
+        )
     order = np.random.default_rng(seed).permutation(n)
-    train_idx, held_idx = np.sort(order[: n - n_held]), np.sort(order[n - n_held:])
+    train_idx, held_idx = np.sort(order[: n - n_held]), np.sort(order[n - n_held :])
     x_all = as_float_images(images)
     y_all = torch.from_numpy(keypoints)
     gen = torch.Generator().manual_seed(seed)
@@ -333,7 +373,7 @@ def train_keypoint_regressor(images: np.ndarray, keypoints: np.ndarray, names: S
     for _ in range(epochs):
         perm = train_t[torch.randperm(len(train_t), generator=gen)]
         for b in range(steps_per_epoch):
-            idx = perm[b * batch_size: (b + 1) * batch_size]
+            idx = perm[b * batch_size : (b + 1) * batch_size]
             loss = F.mse_loss(model(x_all[idx]), y_all[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -348,9 +388,14 @@ def train_keypoint_regressor(images: np.ndarray, keypoints: np.ndarray, names: S
     extractor.heldout_mse = heldout
     per_kp = ((held_pred.astype(np.float64) - keypoints[held_idx]) ** 2).mean(axis=(0, 2))
     report = {
-        "heldout_mse": heldout, "heldout_rmse_pixels": math.sqrt(heldout) * images.shape[1], "mean_predictor_mse": baseline,
+        "heldout_mse": heldout,
+        "heldout_rmse_pixels": math.sqrt(heldout) * images.shape[1],
+        "mean_predictor_mse": baseline,
         "per_keypoint_mse": {name: float(v) for name, v in zip(names, per_kp)},
-        "num_train": int(len(train_idx)), "num_heldout": int(n_held), "epochs": epochs, "seconds": round(time.perf_counter() - start, 2),
+        "num_train": int(len(train_idx)),
+        "num_heldout": int(n_held),
+        "epochs": epochs,
+        "seconds": round(time.perf_counter() - start, 2),
         "convention": "mean over images, keypoints and (x, y) of the squared error, keypoints in [0, 1]",
     }
     return extractor, report
@@ -359,14 +404,29 @@ def train_keypoint_regressor(images: np.ndarray, keypoints: np.ndarray, names: S
 def save_regressor(path: str | Path, extractor: RegressorKeypoints, report: dict[str, Any] | None = None) -> None:
     """torch.save the regressor with what rebuilds it; atomic."""
     m = extractor.model
-    save_torch(path, {"format": REGRESSOR_FORMAT, "state_dict": m.state_dict(), "num_keypoints": m.num_keypoints, "resolution": m.resolution,
-                      "width": m.width, "names": list(extractor.names), "heldout_mse": extractor.heldout_mse, "report": report or {}})
+    save_torch(
+        path,
+        {
+            "format": REGRESSOR_FORMAT,
+            "state_dict": m.state_dict(),
+            "num_keypoints": m.num_keypoints,
+            "resolution": m.resolution,
+            "width": m.width,
+            "names": list(extractor.names),
+            "heldout_mse": extractor.heldout_mse,
+            "report": report or {},
+        },
+    )
 
 
 def load_regressor(path: str | Path) -> RegressorKeypoints:
-    payload = load_versioned_torch(path, REGRESSOR_FORMAT, "keypoint regressor",
-                                   missing_hint="train it with `pipeline keypoints` (the keypoints stage) first",
-                                   wrong_hint="re-run `pipeline keypoints`")
+    payload = load_versioned_torch(
+        path,
+        REGRESSOR_FORMAT,
+        "keypoint regressor",
+        missing_hint="train it with `pipeline keypoints` (the keypoints stage) first",
+        wrong_hint="re-run `pipeline keypoints`",
+    )
     model = KeypointRegressor(payload["num_keypoints"], payload["resolution"], payload["width"])
     model.load_state_dict(payload["state_dict"])
     return RegressorKeypoints(model, payload["names"], payload["heldout_mse"])

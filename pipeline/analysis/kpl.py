@@ -29,12 +29,20 @@ from pipeline.analysis.keypoints import KeypointExtractor
 from pipeline.analysis.options import KPLOptions
 from pipeline.metrics.scoring import NOISE_SEED, seeded_global_rng
 
-CONVENTION = "mean over images, keypoints and the (x, y) coordinates of the squared error; keypoints in [0, 1] image coordinates"
+CONVENTION = (
+    "mean over images, keypoints and the (x, y) coordinates of the squared error; keypoints in [0, 1] image coordinates"
+)
 
 
 @torch.no_grad()
-def sample_keypoints(G: nn.Module, extractor: KeypointExtractor, num: int, seed: int, batch_size: int = 64,
-                     progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def sample_keypoints(
+    G: nn.Module,
+    extractor: KeypointExtractor,
+    num: int,
+    seed: int,
+    batch_size: int = 64,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """z (num, z_dim), w (num, w_dim) and K(G.synthesize(w)) (num, K, 2) for seeded z ~ N(0, I)."""
     device = next(iter(G.parameters()), torch.empty(0)).device
     training = G.training
@@ -71,12 +79,20 @@ def squared_errors(model, latents: np.ndarray, keypoints: np.ndarray) -> np.ndar
 
 
 def _summary(errors: np.ndarray, names: Sequence[str]) -> dict:
-    return {"mean": float(errors.mean()), "per_keypoint": {n: float(v) for n, v in zip(names, errors.mean(axis=(0, 2)))}}
+    return {
+        "mean": float(errors.mean()),
+        "per_keypoint": {n: float(v) for n, v in zip(names, errors.mean(axis=(0, 2)))},
+    }
 
 
-def keypoint_prediction_loss(train_latents: Mapping[str, np.ndarray], train_keypoints: np.ndarray,
-                             test_latents: Mapping[str, np.ndarray], test_keypoints: np.ndarray,
-                             names: Sequence[str], options: KPLOptions = KPLOptions()) -> dict:
+def keypoint_prediction_loss(
+    train_latents: Mapping[str, np.ndarray],
+    train_keypoints: np.ndarray,
+    test_latents: Mapping[str, np.ndarray],
+    test_keypoints: np.ndarray,
+    names: Sequence[str],
+    options: KPLOptions = KPLOptions(),
+) -> dict:
     """KPL per latent space, its random-permutation control, and the fit on held-out generated samples.
 
     train_latents/test_latents: {"z": ..., "w": ...} (any subset); train_keypoints (N_tr, K, 2) are
@@ -87,19 +103,28 @@ def keypoint_prediction_loss(train_latents: Mapping[str, np.ndarray], train_keyp
         raise ValueError(f"test keypoints {test_keypoints.shape} and train keypoints {train_keypoints.shape} disagree")
     n = len(train_keypoints)
     if n < options.num_train:
-        raise ValueError(f"{n} generated samples, but KPL fits on N_tr = num_train = {options.num_train}; "
-                         f"generate options.num_generated = {options.num_generated} (N_tr plus the held-out check samples)")
+        raise ValueError(
+            f"{n} generated samples, but KPL fits on N_tr = num_train = {options.num_train}; "
+            f"generate options.num_generated = {options.num_generated} (N_tr plus the held-out check samples)"
+        )
     n_check = n - options.num_train  # the fit uses exactly N_tr samples, as Algorithm 1
     rng = np.random.default_rng(options.seed)
     order = rng.permutation(n)
-    fit_idx, check_idx = order[: n - n_check], order[n - n_check:]
+    fit_idx, check_idx = order[: n - n_check], order[n - n_check :]
     permutation = rng.permutation(len(fit_idx))
-    result: dict = {"convention": CONVENTION, "num_train": int(len(fit_idx)), "num_test": int(len(test_keypoints)),
-                    "num_keypoints": int(train_keypoints.shape[1]), "regression": f"ridge(alpha={options.ridge})" if options.ridge > 0 else "ordinary least squares",
-                    "spaces": {}}
+    result: dict = {
+        "convention": CONVENTION,
+        "num_train": int(len(fit_idx)),
+        "num_test": int(len(test_keypoints)),
+        "num_keypoints": int(train_keypoints.shape[1]),
+        "regression": f"ridge(alpha={options.ridge})" if options.ridge > 0 else "ordinary least squares",
+        "spaces": {},
+    }
     for space, lat in train_latents.items():
         if space not in test_latents:
-            raise ValueError(f"no projected test latents for space {space!r}; projected spaces: {', '.join(test_latents)}")
+            raise ValueError(
+                f"no projected test latents for space {space!r}; projected spaces: {', '.join(test_latents)}"
+            )
         if len(lat) != n:
             raise ValueError(f"{space}: {len(lat)} training latents for {n} keypoint sets")
         lat = np.asarray(lat)
@@ -112,7 +137,9 @@ def keypoint_prediction_loss(train_latents: Mapping[str, np.ndarray], train_keyp
             "fit_train_mse": float(squared_errors(model, lat[fit_idx], k_fit).mean()),
         }
         if n_check:
-            entry["fit_generated_heldout_mse"] = float(squared_errors(model, lat[check_idx], train_keypoints[check_idx]).mean())
+            entry["fit_generated_heldout_mse"] = float(
+                squared_errors(model, lat[check_idx], train_keypoints[check_idx]).mean()
+            )
         result["spaces"][space] = entry
     spaces = result["spaces"]
     for space in spaces:

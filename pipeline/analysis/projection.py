@@ -110,11 +110,17 @@ def load_vgg16_features(path: Path) -> nn.Sequential:
     if not isinstance(state, dict):
         raise ValueError(f"'{path}' is not a VGG16 state dict; download {VGG16_URL} again")
     net = vgg16_features()
-    feats = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.") and int(k.split(".")[1]) < len(net)}
+    feats = {
+        k.removeprefix("features."): v
+        for k, v in state.items()
+        if k.startswith("features.") and int(k.split(".")[1]) < len(net)
+    }
     try:
         net.load_state_dict(feats)
     except RuntimeError as err:
-        raise ValueError(f"'{path}' does not hold torchvision VGG16 feature weights ({err}); download {VGG16_URL} again") from None
+        raise ValueError(
+            f"'{path}' does not hold torchvision VGG16 feature weights ({err}); download {VGG16_URL} again"
+        ) from None
     return net
 
 
@@ -163,17 +169,23 @@ def load_lpips_lin(path: Path) -> list[Tensor]:
     try:
         return [state[f"lin{i}.model.1.weight"].flatten() for i in range(len(VGG_TAPS))]
     except (KeyError, TypeError):
-        raise ValueError(f"'{path}' is not LPIPS v0.1 VGG linear weights (keys lin0.model.1.weight ...); download {LPIPS_URL} again") from None
+        raise ValueError(
+            f"'{path}' is not LPIPS v0.1 VGG linear weights (keys lin0.model.1.weight ...); download {LPIPS_URL} again"
+        ) from None
 
 
 def make_loss(options: ProjectionOptions, feature_net: Callable[[Tensor], Tensor] | None = None) -> nn.Module:
     """The reconstruction loss `options.loss` names; weights are located before any work."""
     if options.loss == "pixel_domain":
         return PixelDomainLoss(feature_net, options.feature_weight)
-    vgg = load_vgg16_features(locate_weights("torchvision VGG16", VGG16_FILE, VGG16_URL, options.vgg_weights, options.download))
+    vgg = load_vgg16_features(
+        locate_weights("torchvision VGG16", VGG16_FILE, VGG16_URL, options.vgg_weights, options.download)
+    )
     if options.loss == "vgg_features":
         return VGGFeatureDistance(vgg)
-    lin = load_lpips_lin(locate_weights("LPIPS v0.1 VGG linear layers", LPIPS_FILE, LPIPS_URL, options.lpips_weights, options.download))
+    lin = load_lpips_lin(
+        locate_weights("LPIPS v0.1 VGG linear layers", LPIPS_FILE, LPIPS_URL, options.lpips_weights, options.download)
+    )
     return VGGFeatureDistance(vgg, lin)
 
 
@@ -197,8 +209,14 @@ def generate(G: nn.Module, latents: Tensor, space: str) -> Tensor:
 
 
 @torch.no_grad()
-def latent_statistics(G: nn.Module, space: str, num_samples: int, seed: int = 0, batch_size: int = 1024,
-                      device: torch.device | str = "cpu") -> tuple[Tensor, float]:
+def latent_statistics(
+    G: nn.Module,
+    space: str,
+    num_samples: int,
+    seed: int = 0,
+    batch_size: int = 1024,
+    device: torch.device | str = "cpu",
+) -> tuple[Tensor, float]:
     """Mean latent (D,) and spread sqrt(E ||latent - mean||^2) of `num_samples` z ~ N(0, I) or their w."""
     if space not in SPACES:
         raise ValueError(f"unknown latent space {space!r}; allowed: {', '.join(SPACES)}")
@@ -250,23 +268,41 @@ class _Frozen:
             p.requires_grad_(flag)
 
 
-def project(G: nn.Module, targets: Tensor, space: Literal["z", "w"], loss_fn: nn.Module, options: ProjectionOptions,
-            seed: int = 0, progress: Callable[[int], None] | None = None) -> Projection:
+def project(
+    G: nn.Module,
+    targets: Tensor,
+    space: Literal["z", "w"],
+    loss_fn: nn.Module,
+    options: ProjectionOptions,
+    seed: int = 0,
+    progress: Callable[[int], None] | None = None,
+) -> Projection:
     """Project target images (N, 3, S, S) in [-1, 1] into G's `space`; see the module docstring."""
     if space not in SPACES:
         raise ValueError(f"unknown latent space {space!r}; allowed: {', '.join(SPACES)}")
-    if targets.ndim != 4 or targets.shape[1] != 3 or targets.shape[-1] != G.resolution or targets.shape[-2] != G.resolution:
-        raise ValueError(f"targets must be (N, 3, {G.resolution}, {G.resolution}) in [-1, 1] to match the generator, got {tuple(targets.shape)}")
+    if (
+        targets.ndim != 4
+        or targets.shape[1] != 3
+        or targets.shape[-1] != G.resolution
+        or targets.shape[-2] != G.resolution
+    ):
+        raise ValueError(
+            f"targets must be (N, 3, {G.resolution}, {G.resolution}) in [-1, 1] to match the generator, got {tuple(targets.shape)}"
+        )
     device = next(iter(G.parameters()), torch.empty(0)).device
     with _Frozen(G):
         mean, spread = latent_statistics(G, space, options.num_mean_samples, seed, device=device)
         latents, recons, losses, history = [], [], [], np.zeros(0)
         for start in range(0, len(targets), options.batch_size):
-            chunk = targets[start: start + options.batch_size].to(device).float()
-            lat, rec, loss, hist = _project_batch(G, chunk, space, loss_fn, options, mean, spread, seed + start, progress)
+            chunk = targets[start : start + options.batch_size].to(device).float()
+            lat, rec, loss, hist = _project_batch(
+                G, chunk, space, loss_fn, options, mean, spread, seed + start, progress
+            )
             latents.append(lat), recons.append(rec), losses.append(loss)
             history = hist * len(chunk) if not len(history) else history + hist * len(chunk)
-    return Projection(space, torch.cat(latents), torch.cat(recons), np.concatenate(losses), (history / len(targets)).tolist())
+    return Projection(
+        space, torch.cat(latents), torch.cat(recons), np.concatenate(losses), (history / len(targets)).tolist()
+    )
 
 
 def _project_batch(G, target, space, loss_fn, options, mean, spread, seed, progress):
@@ -279,7 +315,9 @@ def _project_batch(G, target, space, loss_fn, options, mean, spread, seed, progr
     for step in range(options.steps):
         for group in opt.param_groups:
             group["lr"] = learning_rate(step, options)
-        noisy = opt_latent + torch.randn(opt_latent.shape, generator=gen, device=target.device) * noise_scale(step, options, spread)
+        noisy = opt_latent + torch.randn(opt_latent.shape, generator=gen, device=target.device) * noise_scale(
+            step, options, spread
+        )
         per_image = loss_fn(_loss_input(generate(G, noisy, space)), state)
         opt.zero_grad(set_to_none=True)
         per_image.sum().backward()
@@ -307,8 +345,23 @@ def save_projection_figure(path: str | Path, targets: Tensor, reconstructions: l
     save_grid(path, np.concatenate(rows), n)
 
 
-__all__ = ["LOSSES", "SPACES", "Projection", "ProjectionOptions", "PixelDomainLoss", "VGGFeatureDistance", "generate",
-           "latent_statistics", "learning_rate", "make_loss", "noise_scale", "project", "save_projection_figure", "synthesize", "to_uint8"]
+__all__ = [
+    "LOSSES",
+    "SPACES",
+    "Projection",
+    "ProjectionOptions",
+    "PixelDomainLoss",
+    "VGGFeatureDistance",
+    "generate",
+    "latent_statistics",
+    "learning_rate",
+    "make_loss",
+    "noise_scale",
+    "project",
+    "save_projection_figure",
+    "synthesize",
+    "to_uint8",
+]
 
 
 class ProjectionsError(ValueError):
@@ -326,13 +379,17 @@ def snapshot_record(sha256: str, step: int) -> dict[str, np.ndarray]:
     return {SNAPSHOT_SHA256: np.array(sha256), SNAPSHOT_STEP: np.array(step, dtype=np.int64)}
 
 
-def check_projections_source(projections: dict[str, np.ndarray], path: Path, sha256: str, step: int, snapshot: Path, model: str) -> None:
+def check_projections_source(
+    projections: dict[str, np.ndarray], path: Path, sha256: str, step: int, snapshot: Path, model: str
+) -> None:
     """Raise ProjectionsError unless the projections at `path` were made from the snapshot of hash `sha256`
     (at `step`, in file `snapshot`)."""
     redo = f"re-run `pipeline project --model {model}` (or `dvc repro project@{model}`)"
     if SNAPSHOT_SHA256 not in projections:
-        raise ProjectionsError(f"projections '{path}' do not record which snapshot they were made from (written by an older "
-                                    f"version), so they may be of an earlier '{snapshot}'; {redo}")
+        raise ProjectionsError(
+            f"projections '{path}' do not record which snapshot they were made from (written by an older "
+            f"version), so they may be of an earlier '{snapshot}'; {redo}"
+        )
     made_from = str(projections[SNAPSHOT_SHA256])
     if made_from != sha256:
         then = int(projections[SNAPSHOT_STEP]) if SNAPSHOT_STEP in projections else "?"

@@ -29,8 +29,10 @@ def has_inr_decoder(G: nn.Module) -> bool:
 
 def check_inr_generator(G: nn.Module, what: str) -> None:
     if not has_inr_decoder(G):
-        raise ValueError(f"{what} is a {type(G).__name__}, which has no INR decoder (no INR parameters to interpolate, "
-                         f"no Fourier bases to read); list only INR rows (latent_inr, hyper_*, inr_gan)")
+        raise ValueError(
+            f"{what} is a {type(G).__name__}, which has no INR decoder (no INR parameters to interpolate, "
+            f"no Fourier bases to read); list only INR rows (latent_inr, hyper_*, inr_gan)"
+        )
 
 
 def inr_params(G: nn.Module, w: Tensor) -> Tensor:
@@ -44,8 +46,10 @@ def extrapolation_grid(resolution: int, margin: float) -> Grid:
     span = 1.0 + 2.0 * margin
     side = resolution * span
     if margin < 0 or abs(side - round(side)) > 1e-6 * side:
-        raise ValueError(f"extrapolation margin {margin} gives {side:g} pixels a side at {resolution} px; choose a margin "
-                         f"that is a multiple of 1/{2 * resolution} (e.g. 0.25 or 0.5)")
+        raise ValueError(
+            f"extrapolation margin {margin} gives {side:g} pixels a side at {resolution} px; choose a margin "
+            f"that is a multiple of 1/{2 * resolution} (e.g. 0.25 or 0.5)"
+        )
     return Grid(int(round(side)), -margin, 1.0 + margin)
 
 
@@ -97,7 +101,9 @@ def frequency_norms(G: nn.Module, w: Tensor) -> list[np.ndarray]:
     return [b.norm(dim=-1).flatten().double().cpu().numpy() for b in bases]
 
 
-def save_extrapolation_figure(path: str | Path, native: Tensor, wides: Sequence[Tensor], margins: Sequence[float]) -> None:
+def save_extrapolation_figure(
+    path: str | Path, native: Tensor, wides: Sequence[Tensor], margins: Sequence[float]
+) -> None:
     """One row per image: the ordinary image, then each extrapolation with the [0, 1)^2 frame outlined."""
     from matplotlib.patches import Rectangle
 
@@ -152,4 +158,3 @@ def save_frequency_figure(path: str | Path, norms: Sequence[np.ndarray], labels:
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
-

@@ -27,18 +27,24 @@ def _load_array(path: Path, mmap: bool = False) -> np.ndarray:
     except FileNotFoundError:
         raise PreparedDataError(f"prepared dataset file '{path}' is missing; {_redo(path.parent)}") from None
     except Exception as err:  # noqa: BLE001
-        raise PreparedDataError(f"prepared dataset file '{path}' is truncated or not a .npy array ({type(err).__name__}: {err}); "
-                                f"{_redo(path.parent)}") from None
+        raise PreparedDataError(
+            f"prepared dataset file '{path}' is truncated or not a .npy array ({type(err).__name__}: {err}); "
+            f"{_redo(path.parent)}"
+        ) from None
 
 
 def _load_meta(path: Path) -> dict[str, Any]:
     try:
         meta = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as err:
-        raise PreparedDataError(f"prepared dataset file '{path}' is not valid JSON ({err}); {_redo(path.parent)}") from None
+        raise PreparedDataError(
+            f"prepared dataset file '{path}' is not valid JSON ({err}); {_redo(path.parent)}"
+        ) from None
     if not isinstance(meta, dict):
-        raise PreparedDataError(f"prepared dataset file '{path}' holds {type(meta).__name__} {str(meta)[:60]}, not a JSON object; "
-                                f"{_redo(path.parent)}")
+        raise PreparedDataError(
+            f"prepared dataset file '{path}' holds {type(meta).__name__} {str(meta)[:60]}, not a JSON object; "
+            f"{_redo(path.parent)}"
+        )
     return meta
 
 
@@ -46,11 +52,15 @@ def check_images(images: np.ndarray, path: Path) -> None:
     """Raise PreparedDataError unless `images` is what prepare writes: uint8 (N, S, S, 3)."""
     if images.dtype != np.uint8:
         # float images in [0, 1] would become near-constant ones after the uint8 scaling below.
-        raise PreparedDataError(f"prepared dataset file '{path}' holds {images.dtype} images, but the format is uint8 in 0..255; "
-                                f"{_redo(path.parent)}")
+        raise PreparedDataError(
+            f"prepared dataset file '{path}' holds {images.dtype} images, but the format is uint8 in 0..255; "
+            f"{_redo(path.parent)}"
+        )
     if images.ndim != 4 or images.shape[3] != 3 or images.shape[1] != images.shape[2]:
-        raise PreparedDataError(f"prepared dataset file '{path}' holds an array of shape {images.shape}, but the format is "
-                                f"(N, S, S, 3) RGB images; {_redo(path.parent)}")
+        raise PreparedDataError(
+            f"prepared dataset file '{path}' holds an array of shape {images.shape}, but the format is "
+            f"(N, S, S, 3) RGB images; {_redo(path.parent)}"
+        )
 
 
 class PreparedDataset(Dataset):
@@ -66,7 +76,9 @@ class PreparedDataset(Dataset):
         root = Path(root)
         meta_path = root / "meta.json"
         if not meta_path.exists():
-            raise FileNotFoundError(f"'{root}' is not a prepared dataset (no meta.json); run `pipeline prepare --dataset {root.name}` for it first")
+            raise FileNotFoundError(
+                f"'{root}' is not a prepared dataset (no meta.json); run `pipeline prepare --dataset {root.name}` for it first"
+            )
         self.root = root
         self.meta = _load_meta(meta_path)
         self.images = _load_array(root / "images.npy", mmap=True)
@@ -75,13 +87,17 @@ class PreparedDataset(Dataset):
             raise PreparedDataError(f"prepared dataset '{root}' is empty; {_redo(root)}")
         self.labels = _load_array(root / "labels.npy")
         if self.labels.shape != (len(self.images),) or not np.issubdtype(self.labels.dtype, np.integer):
-            raise PreparedDataError(f"prepared dataset file '{root / 'labels.npy'}' holds {self.labels.dtype} of shape {self.labels.shape}, "
-                                    f"but images.npy has {len(self.images)} images (one integer label each); {_redo(root)}")
+            raise PreparedDataError(
+                f"prepared dataset file '{root / 'labels.npy'}' holds {self.labels.dtype} of shape {self.labels.shape}, "
+                f"but images.npy has {len(self.images)} images (one integer label each); {_redo(root)}"
+            )
         kp = root / "keypoints.npy"
         self.keypoints = _load_array(kp) if kp.exists() else None
         if self.keypoints is not None and (self.keypoints.ndim != 3 or len(self.keypoints) != len(self.images)):
-            raise PreparedDataError(f"prepared dataset file '{kp}' holds an array of shape {self.keypoints.shape}, but images.npy has "
-                                    f"{len(self.images)} images (one (K, 2) keypoint set each); {_redo(root)}")
+            raise PreparedDataError(
+                f"prepared dataset file '{kp}' holds an array of shape {self.keypoints.shape}, but images.npy has "
+                f"{len(self.images)} images (one (K, 2) keypoint set each); {_redo(root)}"
+            )
         if resolution is not None and self.resolution != resolution:
             raise ValueError(
                 f"prepared dataset '{root}' is {self.resolution} px but {resolution} px was asked for; "

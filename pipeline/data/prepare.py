@@ -26,7 +26,15 @@ from PIL import Image
 
 from pipeline.config import DatasetConfig
 from pipeline.data import synthetic_faces
-from pipeline.data.sources import IMAGE_EXTENSIONS, FolderSource, ImageSource, LSUN10Source, LSUNSource, RawImage, ZipSource
+from pipeline.data.sources import (
+    IMAGE_EXTENSIONS,
+    FolderSource,
+    ImageSource,
+    LSUN10Source,
+    LSUNSource,
+    RawImage,
+    ZipSource,
+)
 from pipeline.io import atomic_dir, check_free_space, no_space_as_error, preallocate
 
 RESAMPLE = {"box": Image.BOX, "lanczos": Image.LANCZOS, "bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
@@ -86,8 +94,10 @@ def _decode_chunk(args: tuple[list[RawImage], int, str]) -> Chunk:
                 size = img.size
             labels.append(raw.label)
         except UnsupportedImage as err:
-            raise PrepareError(f"image '{raw.name}' has {err}; convert it to 8-bit RGB (or remove it) and prepare again. "
-                               "Nothing was written.") from None
+            raise PrepareError(
+                f"image '{raw.name}' has {err}; convert it to 8-bit RGB (or remove it) and prepare again. "
+                "Nothing was written."
+            ) from None
         except Exception:  # noqa: BLE001 - any decoder failure means a corrupt file, counted below
             bad.append(raw.name)
             continue
@@ -218,7 +228,9 @@ def prepare_dataset(
                 pool.terminate()
             images.close()
         if n == 0:
-            raise PrepareError(f"none of the {candidates} images of {cfg.source_paths()} could be decoded; nothing was written")
+            raise PrepareError(
+                f"none of the {candidates} images of {cfg.source_paths()} could be decoded; nothing was written"
+            )
         images.finish()
         np.save(tmp / "labels.npy", labels[:n])
         if keypoints is not None:
@@ -276,7 +288,9 @@ class _ImageWriter:
 
     def _header(self, n: int) -> bytes:
         buf = io.BytesIO()
-        np.lib.format.write_array_header_1_0(buf, {"descr": "|u1", "fortran_order": False, "shape": (n, *self.image_shape)})
+        np.lib.format.write_array_header_1_0(
+            buf, {"descr": "|u1", "fortran_order": False, "shape": (n, *self.image_shape)}
+        )
         return buf.getvalue()
 
     def append(self, images: np.ndarray) -> None:
@@ -289,7 +303,9 @@ class _ImageWriter:
     def finish(self) -> None:
         header = self._header(self.n)
         if len(header) != self.offset:
-            raise RuntimeError(f"numpy wrote an .npy header of {len(header)} bytes for {self.n} images, {self.offset} for the capacity")
+            raise RuntimeError(
+                f"numpy wrote an .npy header of {len(header)} bytes for {self.n} images, {self.offset} for the capacity"
+            )
         with open(self.path, "r+b") as f:
             f.write(header)
             f.truncate(self.offset + self.n * self.image_bytes)

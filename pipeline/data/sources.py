@@ -17,7 +17,7 @@ class SourceError(ValueError):
 
 @dataclass(frozen=True)
 class RawImage:
-    name: str   # where it came from, for warnings about corrupt files
+    name: str  # where it came from, for warnings about corrupt files
     data: bytes  # the encoded image
     label: int
 
@@ -64,7 +64,9 @@ class FolderSource(ImageSource):
         if not root.is_dir():
             raise SourceError(f"image folder '{root}' does not exist or is not a folder")
         self.root = root
-        self.files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and _is_image(p.name))
+        self.files = sorted(
+            p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and _is_image(p.name)
+        )
         self.labels, classes = _labels_from_parents(self.files, labels_from_subfolders)
         super().__init__(classes, limit)
 
@@ -109,7 +111,9 @@ def _open_lmdb(path: Path):
     import lmdb
 
     if not path.exists():
-        raise SourceError(f"LSUN lmdb '{path}' does not exist (expected a folder such as bedroom_train_lmdb/ holding data.mdb)")
+        raise SourceError(
+            f"LSUN lmdb '{path}' does not exist (expected a folder such as bedroom_train_lmdb/ holding data.mdb)"
+        )
     try:
         return lmdb.open(str(path), readonly=True, lock=False, readahead=False, meminit=False, max_readers=1)
     except lmdb.Error as err:
@@ -144,7 +148,10 @@ class LSUN10Source(ImageSource):
     """LSUN-10: the first `per_category` images of each of several LSUN categories, labelled by category."""
 
     def __init__(self, categories: dict[str, Path], per_category: int, limit: int | None = None):
-        self.parts = [LSUNSource(p, label=i, limit=per_category, class_name=name) for i, (name, p) in enumerate(categories.items())]
+        self.parts = [
+            LSUNSource(p, label=i, limit=per_category, class_name=name)
+            for i, (name, p) in enumerate(categories.items())
+        ]
         super().__init__(list(categories), limit)
 
     def _count_all(self) -> int:

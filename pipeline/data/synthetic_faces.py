@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import colorsys
 import dataclasses
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -83,9 +83,7 @@ _IRIS_COLOURS = (
 _MIN_HAIR_SKIN_DISTANCE = 80.0
 _CONTRASTING_HAIR = tuple(
     tuple(
-        i
-        for i, hair in enumerate(_HAIR_COLOURS)
-        if np.linalg.norm(np.subtract(hair, tone)) >= _MIN_HAIR_SKIN_DISTANCE
+        i for i, hair in enumerate(_HAIR_COLOURS) if np.linalg.norm(np.subtract(hair, tone)) >= _MIN_HAIR_SKIN_DISTANCE
     )
     for tone in _SKIN_TONES
 )
@@ -270,13 +268,10 @@ def render_faces(indices: Sequence[int] | np.ndarray, resolution: int, seed: int
         index_array = index_array.astype(np.int64).reshape(0)
     if index_array.ndim != 1 or not np.issubdtype(index_array.dtype, np.integer):
         raise ValueError(
-            f"indices must be a 1-D sequence of integers, got shape {index_array.shape} "
-            f"and dtype {index_array.dtype}"
+            f"indices must be a 1-D sequence of integers, got shape {index_array.shape} and dtype {index_array.dtype}"
         )
     if (index_array < 0).any():
-        raise ValueError(
-            f"indices must be non-negative, got {int(index_array.min())}; face numbers start at 0"
-        )
+        raise ValueError(f"indices must be non-negative, got {int(index_array.min())}; face numbers start at 0")
 
     n = len(index_array)
     images = np.empty((n, resolution, resolution, 3), dtype=np.uint8)
@@ -289,9 +284,7 @@ def render_faces(indices: Sequence[int] | np.ndarray, resolution: int, seed: int
     return FaceBatch(images, keypoints, attributes, attributes_to_labels(attributes))
 
 
-def iter_faces(
-    num_images: int, resolution: int, seed: int, chunk_size: int = 1024
-) -> Iterator[FaceBatch]:
+def iter_faces(num_images: int, resolution: int, seed: int, chunk_size: int = 1024) -> Iterator[FaceBatch]:
     """Yield faces ``0 .. num_images - 1`` in batches of at most ``chunk_size``.
 
     Arguments are checked on the call, not on the first ``next``.
@@ -303,10 +296,7 @@ def iter_faces(
     resolution = _check_resolution(resolution)
     _check_seed(seed)
     starts = range(0, num_images, chunk_size)
-    return (
-        render_faces(np.arange(start, min(start + chunk_size, num_images)), resolution, seed)
-        for start in starts
-    )
+    return (render_faces(np.arange(start, min(start + chunk_size, num_images)), resolution, seed) for start in starts)
 
 
 def attributes_to_labels(attributes: np.ndarray) -> np.ndarray:
@@ -396,10 +386,7 @@ def _face_layers(p: FaceParams) -> list[tuple[np.ndarray, RGB]]:
 def _outer_layers(p: FaceParams) -> list[tuple[np.ndarray, RGB]]:
     """Ears, back hair and head: together they reach the face's outermost extent."""
     a = p.aspect
-    layers = [
-        (_ellipse(side * 0.97 * a, p.ear_y, p.ear_w, p.ear_h, 24), p.ear_rgb)
-        for side in (-1.0, 1.0)
-    ]
+    layers = [(_ellipse(side * 0.97 * a, p.ear_y, p.ear_w, p.ear_h, 24), p.ear_rgb) for side in (-1.0, 1.0)]
     hair_rx, hair_ry = a + p.hair_width, 1.0 + p.hair_height
     if p.hair == 1:
         # Cut above the ears so short hair reads as a cap, not as long hair.
@@ -451,14 +438,10 @@ def _place_in_frame(draft: FaceParams, offset: tuple[float, float]) -> FaceParam
     low, high = low * shrink, high * shrink
     nominal = np.array([0.5, 0.52]) + offset
     centre = np.clip(nominal, _MARGIN - low, 1.0 - _MARGIN - high)
-    return dataclasses.replace(
-        draft, scale=draft.scale * shrink, centre=(float(centre[0]), float(centre[1]))
-    )
+    return dataclasses.replace(draft, scale=draft.scale * shrink, centre=(float(centre[0]), float(centre[1])))
 
 
-def _similarity(
-    points: np.ndarray, centre: tuple[float, float], scale: float, roll: float
-) -> np.ndarray:
+def _similarity(points: np.ndarray, centre: tuple[float, float], scale: float, roll: float) -> np.ndarray:
     cos, sin = np.cos(roll), np.sin(roll)
     linear = scale * np.array([[cos, -sin], [sin, cos]])
     return points @ linear.T + np.asarray(centre)
@@ -511,9 +494,7 @@ def _rgb(colour: Sequence[float]) -> RGB:
 
 def _check_resolution(resolution: int) -> int:
     if isinstance(resolution, bool) or resolution not in SUPPORTED_RESOLUTIONS:
-        raise ValueError(
-            f"resolution {resolution!r} is not supported; choose one of {SUPPORTED_RESOLUTIONS}"
-        )
+        raise ValueError(f"resolution {resolution!r} is not supported; choose one of {SUPPORTED_RESOLUTIONS}")
     return int(resolution)
 
 

@@ -40,9 +40,14 @@ class DomainNet(nn.Module):
         super().__init__()
         self.num_classes, self.resolution, self.width = num_classes, resolution, width
         c = (width, 2 * width, 4 * width, 4 * width)
-        self.convs = nn.ModuleList([
-            nn.Conv2d(3, c[0], 3, 1, 1), nn.Conv2d(c[0], c[1], 3, 2, 1), nn.Conv2d(c[1], c[2], 3, 2, 1), nn.Conv2d(c[2], c[3], 3, 2, 1),
-        ])
+        self.convs = nn.ModuleList(
+            [
+                nn.Conv2d(3, c[0], 3, 1, 1),
+                nn.Conv2d(c[0], c[1], 3, 2, 1),
+                nn.Conv2d(c[1], c[2], 3, 2, 1),
+                nn.Conv2d(c[2], c[3], 3, 2, 1),
+            ]
+        )
         self.norms = nn.ModuleList([nn.BatchNorm2d(ch) for ch in c])
         self.classifier = nn.Linear(c[3], num_classes)
         self.dim = c[3]
@@ -90,13 +95,18 @@ def accuracy(net: DomainNet, images: np.ndarray, labels: np.ndarray, indices: np
     net.eval()
     correct = 0
     for start in range(0, len(indices), batch):
-        idx = indices[start:start + batch]
+        idx = indices[start : start + batch]
         correct += int((net(_batch(images, idx)).argmax(1).numpy() == labels[idx]).sum())
     return correct / len(indices)
 
 
-def train_domain_net(images: np.ndarray, labels: np.ndarray, num_classes: int, cfg: DomainNetConfig = DomainNetConfig(),
-                     progress: Callable[[int, int], None] | None = None) -> tuple[DomainNet, DomainTrainReport]:
+def train_domain_net(
+    images: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    cfg: DomainNetConfig = DomainNetConfig(),
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[DomainNet, DomainTrainReport]:
     """Train on uint8 images (N, S, S, 3) (a memory map works) with integer labels; deterministic given cfg.seed.
 
     Adam with a cosine learning-rate decay, random horizontal flips (the attributes do not depend on
@@ -107,8 +117,10 @@ def train_domain_net(images: np.ndarray, labels: np.ndarray, num_classes: int, c
     labels = np.asarray(labels, np.int64)
     n, s = len(images), int(images.shape[1])
     if num_classes < 2:
-        raise ValueError(f"the domain network needs a dataset with at least 2 classes, got {num_classes}; "
-                         "use reference.features: inception, or prepare the dataset with labels")
+        raise ValueError(
+            f"the domain network needs a dataset with at least 2 classes, got {num_classes}; "
+            "use reference.features: inception, or prepare the dataset with labels"
+        )
     if labels.min() < 0 or labels.max() >= num_classes:
         raise ValueError(f"labels must lie in [0, {num_classes}), got [{labels.min()}, {labels.max()}]")
     train_idx, hold_idx = split_indices(n, cfg.holdout_fraction, cfg.seed)
@@ -146,13 +158,27 @@ def train_domain_net(images: np.ndarray, labels: np.ndarray, num_classes: int, c
 
 def save_domain_net(path: str | Path, net: DomainNet, info: dict[str, Any] | None = None) -> None:
     """torch.save of the weights and what rebuilds the network, written atomically."""
-    save_torch(path, {"format": FORMAT_VERSION, "state_dict": net.state_dict(), "num_classes": net.num_classes,
-                      "resolution": net.resolution, "width": net.width, "info": info or {}})
+    save_torch(
+        path,
+        {
+            "format": FORMAT_VERSION,
+            "state_dict": net.state_dict(),
+            "num_classes": net.num_classes,
+            "resolution": net.resolution,
+            "width": net.width,
+            "info": info or {},
+        },
+    )
 
 
 def load_domain_net(path: str | Path) -> DomainNet:
-    payload = load_versioned_torch(path, FORMAT_VERSION, "domain network", missing_hint="run `pipeline reference` for its dataset first",
-                                   wrong_hint="re-run `pipeline reference`")
+    payload = load_versioned_torch(
+        path,
+        FORMAT_VERSION,
+        "domain network",
+        missing_hint="run `pipeline reference` for its dataset first",
+        wrong_hint="re-run `pipeline reference`",
+    )
     net = DomainNet(payload["num_classes"], payload["resolution"], payload["width"])
     net.load_state_dict(payload["state_dict"])
     return net.eval()

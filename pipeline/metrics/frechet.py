@@ -75,7 +75,9 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     _check_stats(mu1, sigma1, "first")
     _check_stats(mu2, sigma2, "second")
     if mu1.shape != mu2.shape:
-        raise ValueError(f"feature sizes differ: {mu1.shape[0]} vs {mu2.shape[0]} (were both computed with the same feature extractor?)")
+        raise ValueError(
+            f"feature sizes differ: {mu1.shape[0]} vs {mu2.shape[0]} (were both computed with the same feature extractor?)"
+        )
     diff = mu1 - mu2
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_sqrt_product(sigma1, sigma2))
 

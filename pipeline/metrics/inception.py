@@ -32,7 +32,9 @@ from pipeline.metrics.frechet import GaussianAccumulator, GaussianStats
 INCEPTION_EXTRACTOR = "inception-v3-compat"  # torch-fidelity's registry name
 # torch-fidelity's URL_INCEPTION_V3 (a test checks they agree); torch_fidelity itself is imported
 # only where it is used, as it pulls in torchvision: ~1 s more start-up for every stage and command.
-INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_URL = (
+    "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+)
 INCEPTION_FILE = INCEPTION_URL.rsplit("/", 1)[-1]
 INCEPTION_SHA256_PREFIX = "6726825d"  # the torch hub convention: the file name ends with its hash's first digits
 INCEPTION_FEATURES = "2048"  # pool3, the FID layer
@@ -66,7 +68,9 @@ def quantize(images: Tensor) -> Tensor:
 
 def nhwc_to_nchw(images: np.ndarray | Tensor) -> Tensor:
     """Prepared-dataset images (N, S, S, 3) uint8 -> (N, 3, S, S) uint8 tensor."""
-    t = torch.from_numpy(np.array(images, copy=True)) if isinstance(images, np.ndarray) else images  # memory maps are read-only
+    t = (
+        torch.from_numpy(np.array(images, copy=True)) if isinstance(images, np.ndarray) else images
+    )  # memory maps are read-only
     if t.dtype != torch.uint8 or t.ndim != 4 or t.shape[-1] != 3:
         raise ValueError(f"expected uint8 images of shape (N, S, S, 3), got {t.dtype} {tuple(t.shape)}")
     return t.permute(0, 3, 1, 2).contiguous()
@@ -80,7 +84,9 @@ class FeatureSummary:
     logits: Tensor  # (N, classes) float32
 
 
-def summarize(batches: Iterable[Tensor], extractor: FeatureExtractor, progress: Callable[[int], None] | None = None) -> FeatureSummary:
+def summarize(
+    batches: Iterable[Tensor], extractor: FeatureExtractor, progress: Callable[[int], None] | None = None
+) -> FeatureSummary:
     """Run uint8 (N, 3, H, W) batches through `extractor`; `progress(images_done)` after each batch."""
     acc = GaussianAccumulator(extractor.dim)
     logits: list[Tensor] = []
@@ -104,13 +110,17 @@ def inception_score(logits: Tensor, splits: int = IS_SPLITS) -> tuple[float, flo
     return out["inception_score_mean"], out["inception_score_std"]
 
 
-def resolve_inception_weights(path: str | Path | None = None, hub_dir: str | Path | None = None, download: bool = True) -> Path:
+def resolve_inception_weights(
+    path: str | Path | None = None, hub_dir: str | Path | None = None, download: bool = True
+) -> Path:
     """The Inception weights file: `path` if given (it must exist), else the torch hub cache, else a
     download into the cache. Raises WeightsNotFound with the file name, URL and target folder."""
     cache = Path(hub_dir if hub_dir is not None else torch.hub.get_dir()) / "checkpoints"
     target = cache / INCEPTION_FILE
-    advice = (f"download {INCEPTION_URL} and either put it at {target} or set reference.inception_weights "
-              "in params.yaml to its path (offline, use the default profile's domain features instead: reference.features: domain)")
+    advice = (
+        f"download {INCEPTION_URL} and either put it at {target} or set reference.inception_weights "
+        "in params.yaml to its path (offline, use the default profile's domain features instead: reference.features: domain)"
+    )
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -119,7 +129,9 @@ def resolve_inception_weights(path: str | Path | None = None, hub_dir: str | Pat
     if target.is_file():
         return _checked(target, "delete it: the next run downloads it again")
     if not download:
-        raise WeightsNotFound(f"Inception weights {INCEPTION_FILE} are not in the torch hub cache and downloads are off; {advice}")
+        raise WeightsNotFound(
+            f"Inception weights {INCEPTION_FILE} are not in the torch hub cache and downloads are off; {advice}"
+        )
     cache.mkdir(parents=True, exist_ok=True)
     try:
         # download_url_to_file writes a temporary file and renames it only when the hash matches.
@@ -178,7 +190,11 @@ class InceptionFeatures:
         try:
             with _fidelity_state_dict(state):
                 self.model = create_feature_extractor(
-                    INCEPTION_EXTRACTOR, [features, INCEPTION_LOGITS], cuda=False, feature_extractor_weights_path=None, verbose=False,
+                    INCEPTION_EXTRACTOR,
+                    [features, INCEPTION_LOGITS],
+                    cuda=False,
+                    feature_extractor_weights_path=None,
+                    verbose=False,
                 ).to(self.device)
         except (RuntimeError, ValueError) as err:  # keys or shapes that are not torch-fidelity's Inception
             raise WeightsNotFound(f"'{self.weights}' is not a usable Inception state dict ({err}); {remedy}") from None

@@ -20,7 +20,8 @@ cost is the full-size one at every resolution (the downsampling filter is not co
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from pydantic import BaseModel
@@ -80,18 +81,21 @@ def cost_row(spec: Mapping[str, Any] | BaseModel, row: str | None = None) -> dic
     }
 
 
-def fig9_curve(spec: Mapping[str, Any] | BaseModel, resolutions: list[int] | None = None,
-               row: str | None = None) -> list[dict[str, Any]]:
+def fig9_curve(
+    spec: Mapping[str, Any] | BaseModel, resolutions: list[int] | None = None, row: str | None = None
+) -> list[dict[str, Any]]:
     """GMACs to produce an image at each resolution (default 64, 128, ..., trained) from one generator."""
     spec = parse_generator_spec(spec)
     generator = build_on_meta(spec)
     trained = generator.resolution
     if resolutions is None:
-        resolutions = [r for r in (2 ** k for k in range(6, 14)) if r <= trained]
+        resolutions = [r for r in (2**k for k in range(6, 14)) if r <= trained]
     for r in resolutions:
         if r > trained or r < 1 or r & (r - 1):
-            raise ValueError(f"Fig. 9 resolution {r} is not available from a generator trained at {trained}: "
-                             f"expected a power of two no larger than {trained}")
+            raise ValueError(
+                f"Fig. 9 resolution {r} is not available from a generator trained at {trained}: "
+                f"expected a power of two no larger than {trained}"
+            )
     row = row or spec.kind
     full_true = None
     points = []
@@ -101,8 +105,15 @@ def fig9_curve(spec: Mapping[str, Any] | BaseModel, resolutions: list[int] | Non
         else:  # generates at full size, then downsamples
             full_true = count_true_macs(generator) if full_true is None else full_true
             true = full_true
-        points.append({"row": row, "trained_resolution": trained, "resolution": r,
-                       "gmacs_paper": generator.macs_paper(r) / 1e9, "gmacs_true": true / 1e9})
+        points.append(
+            {
+                "row": row,
+                "trained_resolution": trained,
+                "resolution": r,
+                "gmacs_paper": generator.macs_paper(r) / 1e9,
+                "gmacs_true": true / 1e9,
+            }
+        )
     return points
 
 
@@ -120,4 +131,6 @@ def with_paper_numbers(cost: Mapping[str, Any]) -> dict[str, Any]:
 def table1_costs(rows: Mapping[str, Mapping[int, Mapping[str, Any] | BaseModel]]) -> list[dict[str, Any]]:
     """Cost of every row at every resolution (e.g. the `macs.rows` section of params.yaml), with the
     paper's numbers beside ours."""
-    return [with_paper_numbers(cost_row(spec, row)) for row, by_res in rows.items() for _, spec in sorted(by_res.items())]
+    return [
+        with_paper_numbers(cost_row(spec, row)) for row, by_res in rows.items() for _, spec in sorted(by_res.items())
+    ]

@@ -24,8 +24,12 @@ class DomainNetConfig(BaseModel):
     epochs: int = Field(default=5, gt=0)
     batch: int = Field(default=64, gt=0)
     lr: float = Field(default=0.01, gt=0)
-    holdout_fraction: float = Field(default=0.1, gt=0, lt=1, description="images kept out of training to measure accuracy")
-    max_train_images: int | None = Field(default=20000, gt=0, description="cap on training images per epoch (None = all)")
+    holdout_fraction: float = Field(
+        default=0.1, gt=0, lt=1, description="images kept out of training to measure accuracy"
+    )
+    max_train_images: int | None = Field(
+        default=20000, gt=0, description="cap on training images per epoch (None = all)"
+    )
     seed: int = 0
 
 
@@ -36,10 +40,18 @@ class _Strict(BaseModel):
 class ReferenceConfig(_Strict):
     """params.yaml `reference:`: which feature network scores images, and on how many real images."""
 
-    features: Literal["domain", "inception"] = Field(default="domain", description="inception needs its weights; domain trains a CNN offline")
-    inception_weights: Path | None = Field(default=None, description="weights-inception-2015-12-05-6726825d.pth; None: torch hub cache, then download")
-    download: bool = Field(default=True, description="download the Inception weights into the torch hub cache when missing")
-    num_images: int | None = Field(default=None, gt=1, description="real images in the statistics (None = the whole dataset, as the paper)")
+    features: Literal["domain", "inception"] = Field(
+        default="domain", description="inception needs its weights; domain trains a CNN offline"
+    )
+    inception_weights: Path | None = Field(
+        default=None, description="weights-inception-2015-12-05-6726825d.pth; None: torch hub cache, then download"
+    )
+    download: bool = Field(
+        default=True, description="download the Inception weights into the torch hub cache when missing"
+    )
+    num_images: int | None = Field(
+        default=None, gt=1, description="real images in the statistics (None = the whole dataset, as the paper)"
+    )
     batch: int = Field(default=256, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     domain: DomainNetConfig = DomainNetConfig()
@@ -49,8 +61,12 @@ class CurveConfig(_Strict):
     """params.yaml `score.curve:`: the Frechet distance over training (Fig. 8) from the snapshots
     that training kept (train.keep_snapshot_every)."""
 
-    rows: list[str] | Literal["all"] = Field(default_factory=list, description="rows whose kept snapshots are scored; 'all': every row; []: none")
-    num_images: int = Field(default=2000, gt=1, description="generated images per point of the curve; the first of the main score's seeds")
+    rows: list[str] | Literal["all"] = Field(
+        default_factory=list, description="rows whose kept snapshots are scored; 'all': every row; []: none"
+    )
+    num_images: int = Field(
+        default=2000, gt=1, description="generated images per point of the curve; the first of the main score's seeds"
+    )
 
     def includes(self, row: str) -> bool:
         return self.rows == "all" or row in self.rows
@@ -63,8 +79,12 @@ class ScoreConfig(_Strict):
     batch: int = Field(default=64, gt=0)
     truncation_psi: float = Field(default=1.0, gt=0, le=1, description="W-space truncation towards the mean (1 = none)")
     seed_start: int = Field(default=0, ge=0, description="latent i comes from seed seed_start + i")
-    w_avg_samples: int = Field(default=10000, gt=0, description="latents averaged for the W mean when the generator keeps none")
-    upsampled: dict[str, str] = Field(default_factory=dict, description="dataset at S -> the same data prepared at 2S; rows on a key get UpsampledFID")
+    w_avg_samples: int = Field(
+        default=10000, gt=0, description="latents averaged for the W mean when the generator keeps none"
+    )
+    upsampled: dict[str, str] = Field(
+        default_factory=dict, description="dataset at S -> the same data prepared at 2S; rows on a key get UpsampledFID"
+    )
     upsample_modes: tuple[str, ...] = UPSAMPLE_MODES
     device: Literal["auto", "cpu", "cuda"] = "auto"
     curve: CurveConfig = CurveConfig()

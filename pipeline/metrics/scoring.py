@@ -31,6 +31,8 @@ def seeded_global_rng(seed: int, device: torch.device | str = "cpu") -> Iterator
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         yield
+
+
 # Generators evaluated on a fixed pixel grid: no direct generation at 2S for UpsampledFID.
 FIXED_GRID_KINDS = frozenset({"stylegan2"})
 
@@ -64,7 +66,13 @@ class GeneratorSampler:
     takes `truncation_psi` (StyleGAN2's w_avg), else the mean of `w_avg_samples` mapped latents.
     A resolution other than the native one evaluates the generator on a denser (or sparser) grid."""
 
-    def __init__(self, generator: nn.Module, truncation_psi: float = 1.0, device: torch.device | str = "cpu", w_avg_samples: int = 10000):
+    def __init__(
+        self,
+        generator: nn.Module,
+        truncation_psi: float = 1.0,
+        device: torch.device | str = "cpu",
+        w_avg_samples: int = 10000,
+    ):
         self.device = torch.device(device)
         self.G = generator.to(self.device).eval()
         self.psi = truncation_psi
@@ -114,9 +122,15 @@ def score_images(
     inputs, where the generator has them, from a fixed seed: the same snapshot always scores the same)."""
     batches = (quantize(sampler(z, None)) for z in latent_batches(cfg.num_images, cfg.batch, z_dim, cfg.seed_start))
     with seeded_global_rng(NOISE_SEED + cfg.seed_start, getattr(sampler, "device", "cpu")):
-        summary = summarize(batches, extractor, None if progress is None else (lambda done: progress(done, cfg.num_images)))
+        summary = summarize(
+            batches, extractor, None if progress is None else (lambda done: progress(done, cfg.num_images))
+        )
     is_mean, is_std = inception_score(summary.logits)
-    return {extractor.fd_name: frechet_distance_stats(summary.stats, reference), extractor.is_name: is_mean, f"{extractor.is_name}_std": is_std}
+    return {
+        extractor.fd_name: frechet_distance_stats(summary.stats, reference),
+        extractor.is_name: is_mean,
+        f"{extractor.is_name}_std": is_std,
+    }
 
 
 def score_generator(
@@ -133,14 +147,23 @@ def score_generator(
     the generator can be evaluated on a denser grid) adds the UpsampledFID variants."""
     sampler = GeneratorSampler(generator, cfg.truncation_psi, pick_device(cfg.device), cfg.w_avg_samples)
     total = cfg.num_images * (2 if upsampled else 1)
-    metrics: dict[str, float] = {"num_images": cfg.num_images, "truncation_psi": cfg.truncation_psi, "seed_start": cfg.seed_start}
+    metrics: dict[str, float] = {
+        "num_images": cfg.num_images,
+        "truncation_psi": cfg.truncation_psi,
+        "seed_start": cfg.seed_start,
+    }
     metrics |= score_images(sampler, generator.z_dim, extractor, reference, cfg, progress)
     if upsampled is not None:
         ref2, ext2, dense = upsampled
         with seeded_global_rng(NOISE_SEED + cfg.seed_start + 1, sampler.device):
             metrics |= upsampled_scores(
-                sampler, latent_batches(cfg.num_images, cfg.batch, generator.z_dim, cfg.seed_start), sampler.resolution, ref2, ext2,
-                cfg.upsample_modes, dense, None if progress is None else (lambda done: progress(cfg.num_images + done, total)),
+                sampler,
+                latent_batches(cfg.num_images, cfg.batch, generator.z_dim, cfg.seed_start),
+                sampler.resolution,
+                ref2,
+                ext2,
+                cfg.upsample_modes,
+                dense,
+                None if progress is None else (lambda done: progress(cfg.num_images + done, total)),
             )
     return metrics
-

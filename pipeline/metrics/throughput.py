@@ -62,7 +62,9 @@ class _RSSPeak:
 
 
 def _param_bytes(module: nn.Module) -> int:
-    return sum(p.numel() * p.element_size() for p in module.parameters()) + sum(b.numel() * b.element_size() for b in module.buffers())
+    return sum(p.numel() * p.element_size() for p in module.parameters()) + sum(
+        b.numel() * b.element_size() for b in module.buffers()
+    )
 
 
 def benchmark_generators(
@@ -88,7 +90,9 @@ def benchmark_generators(
         raise ValueError(f"row names must be unique, got {names}")
     for name, g in generators:
         if int(g.resolution) != resolution:
-            raise ValueError(f"generator {name!r} is built for {g.resolution} px, not {resolution}; build it at the benchmark resolution")
+            raise ValueError(
+                f"generator {name!r} is built for {g.resolution} px, not {resolution}; build it at the benchmark resolution"
+            )
     models = [g.to(device).eval() for _, g in generators]
     z = [torch.randn(batch, g.z_dim, generator=torch.Generator().manual_seed(seed)).to(device) for g in models]
 
@@ -127,8 +131,16 @@ def benchmark_generators(
 
     name = device_name(device)
     return [
-        {"row": row, "resolution": resolution, "batch": batch, "device": name, "dtype": dtype,
-         "img_per_s": statistics.median(speeds[i]), "peak_mem_mb": peaks[i] / 2**20,
-         "params_mb": _param_bytes(models[i]) / 2**20, "img_per_s_runs": speeds[i]}
+        {
+            "row": row,
+            "resolution": resolution,
+            "batch": batch,
+            "device": name,
+            "dtype": dtype,
+            "img_per_s": statistics.median(speeds[i]),
+            "peak_mem_mb": peaks[i] / 2**20,
+            "params_mb": _param_bytes(models[i]) / 2**20,
+            "img_per_s_runs": speeds[i],
+        }
         for i, row in enumerate(names)
     ]

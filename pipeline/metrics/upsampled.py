@@ -16,8 +16,8 @@ from torch import Tensor
 
 from pipeline.metrics.frechet import GaussianAccumulator, GaussianStats, frechet_distance_stats
 from pipeline.metrics.inception import FeatureExtractor, quantize
-
 from pipeline.metrics.options import UPSAMPLE_MODES
+
 DENSE_GRID = "grid"  # the variant name of direct generation at 2S
 
 
@@ -75,4 +75,6 @@ def upsampled_scores(
 
 def _check_shape(images: Tensor, resolution: int) -> None:
     if images.ndim != 4 or images.shape[1] != 3 or images.shape[-2:] != (resolution, resolution):
-        raise ValueError(f"generate_at returned {tuple(images.shape)} but (N, 3, {resolution}, {resolution}) was asked for")
+        raise ValueError(
+            f"generate_at returned {tuple(images.shape)} but (N, 3, {resolution}, {resolution}) was asked for"
+        )

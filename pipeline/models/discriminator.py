@@ -81,9 +81,13 @@ class Discriminator(nn.Module):
         reals) that the minibatch standard deviation never mixes, so one call equals one call per part."""
         s = self.resolution
         if img.ndim != 4 or img.shape[1:] != (3, s, s):
-            raise ValueError(f"Discriminator at resolution {s} expects images of shape (N, 3, {s}, {s}), got {tuple(img.shape)}")
+            raise ValueError(
+                f"Discriminator at resolution {s} expects images of shape (N, 3, {s}, {s}), got {tuple(img.shape)}"
+            )
         if segments < 1 or img.shape[0] % segments:
-            raise ValueError(f"Discriminator: a batch of {img.shape[0]} images cannot be split into {segments} equal segments")
+            raise ValueError(
+                f"Discriminator: a batch of {img.shape[0]} images cannot be split into {segments} equal segments"
+            )
         # Channels-last: oneDNN's convolutions take it without reordering their inputs, which makes
         # the small convolutions of the toy profiles ~1.4x faster on a CPU (same values).
         x = self.from_rgb(img.contiguous(memory_format=torch.channels_last))

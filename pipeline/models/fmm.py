@@ -10,11 +10,11 @@ full rank is a plain hypernetwork layer.
 from __future__ import annotations
 
 import math
+
 import torch
 from torch import Tensor, nn
 
 from pipeline.models.specs import FMM_ACTIVATIONS, FMMActivation
-
 
 
 def fmm_activation(x: Tensor, activation: FMMActivation) -> Tensor:
@@ -30,14 +30,23 @@ def fmm_activation(x: Tensor, activation: FMMActivation) -> Tensor:
 class FMMLinear(nn.Module):
     """n_in -> n_out with W = W_s * act(A B) and a generated bias; A, B, bias come per image."""
 
-    def __init__(self, n_in: int, n_out: int, rank: int = 10, activation: FMMActivation = "sigmoid2",
-                 weight_std: float | None = None, bias_std: float | None = None):
+    def __init__(
+        self,
+        n_in: int,
+        n_out: int,
+        rank: int = 10,
+        activation: FMMActivation = "sigmoid2",
+        weight_std: float | None = None,
+        bias_std: float | None = None,
+    ):
         super().__init__()
         if n_in < 1 or n_out < 1:
             raise ValueError(f"FMMLinear needs positive sizes, got {n_in} -> {n_out}")
         if not 1 <= rank <= min(n_in, n_out):
-            raise ValueError(f"FMM rank {rank} does not fit the layer {n_in} -> {n_out}: "
-                             f"allowed 1 .. {min(n_in, n_out)} (min of the layer's sizes)")
+            raise ValueError(
+                f"FMM rank {rank} does not fit the layer {n_in} -> {n_out}: "
+                f"allowed 1 .. {min(n_in, n_out)} (min of the layer's sizes)"
+            )
         if activation not in FMM_ACTIVATIONS:
             raise ValueError(f"unknown FMM activation {activation!r}; allowed: {', '.join(FMM_ACTIVATIONS)}")
         self.n_in, self.n_out, self.rank, self.activation = n_in, n_out, rank, activation

@@ -45,8 +45,9 @@ class _INRGenerator(nn.Module):
 class HyperINRGenerator(_INRGenerator):
     """A hypernetwork that generates every external parameter of an INR decoder, per image."""
 
-    def __init__(self, decoder: SingleScaleINR | MultiScaleINR, z_dim: int = 512, hidden_dim: int = 1024,
-                 n_residual: int = 2):
+    def __init__(
+        self, decoder: SingleScaleINR | MultiScaleINR, z_dim: int = 512, hidden_dim: int = 1024, n_residual: int = 2
+    ):
         super().__init__()
         self.decoder = decoder
         self.hyper = HyperNetwork(decoder.n_ext, z_dim, hidden_dim, n_residual)
@@ -91,4 +92,3 @@ class LatentINRGenerator(_INRGenerator):
 
     def synthesize(self, w: Tensor, grid: Grid | int | None = None) -> Tensor:
         return self.render(w, grid)
-

@@ -29,12 +29,15 @@ class ResidualLayer(nn.Module):
 class HyperNetwork(nn.Module):
     """Trunk z -> w (N, hidden_dim), and when n_ext > 0 a connector w -> INR parameters (N, n_ext)."""
 
-    def __init__(self, n_ext: int, z_dim: int = 512, hidden_dim: int = 1024, n_residual: int = 2,
-                 alpha_init: float = 0.1):
+    def __init__(
+        self, n_ext: int, z_dim: int = 512, hidden_dim: int = 1024, n_residual: int = 2, alpha_init: float = 0.1
+    ):
         super().__init__()
         if n_ext < 0 or z_dim < 1 or hidden_dim < 1 or n_residual < 0:
-            raise ValueError(f"bad hypernetwork sizes: n_ext={n_ext}, z_dim={z_dim}, "
-                             f"hidden_dim={hidden_dim}, n_residual={n_residual}")
+            raise ValueError(
+                f"bad hypernetwork sizes: n_ext={n_ext}, z_dim={z_dim}, "
+                f"hidden_dim={hidden_dim}, n_residual={n_residual}"
+            )
         self.z_dim, self.hidden_dim, self.n_ext = z_dim, hidden_dim, n_ext
         self.input = nn.Linear(z_dim, hidden_dim)
         self.residual = nn.ModuleList(ResidualLayer(hidden_dim, alpha_init) for _ in range(n_residual))
@@ -61,5 +64,4 @@ class HyperNetwork(nn.Module):
 
     def macs_paper(self) -> int:
         """Once per image: every Linear's in x out, biases excluded."""
-        return (self.z_dim * self.hidden_dim + len(self.residual) * self.hidden_dim ** 2
-                + self.hidden_dim * self.n_ext)
+        return self.z_dim * self.hidden_dim + len(self.residual) * self.hidden_dim**2 + self.hidden_dim * self.n_ext

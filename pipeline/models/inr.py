@@ -16,8 +16,9 @@ Both consume a flat parameter vector (N, n_ext) in forward order and expose
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +29,6 @@ from pipeline.models.fmm import FMMActivation, FMMLinear
 from pipeline.models.fourier import FourierFeatures
 from pipeline.models.layers import GeneratedLinear
 from pipeline.models.specs import UPSAMPLING_MODES, Upsampling
-
 
 
 class ParamReader:
@@ -79,8 +79,9 @@ def skip_layer(layer: nn.Module, h: Tensor, e: Tensor | None, raw: Tensor) -> Te
     return torch.relu_(out)  # in place: baddbmm's backward does not need its output
 
 
-def _make_layer(kind: Literal["dense", "fmm"], n_in: int, n_out: int, rank: int,
-                activation: FMMActivation) -> nn.Module:
+def _make_layer(
+    kind: Literal["dense", "fmm"], n_in: int, n_out: int, rank: int, activation: FMMActivation
+) -> nn.Module:
     if kind == "dense":
         return GeneratedLinear(n_in, n_out)
     if kind == "fmm":
@@ -91,10 +92,19 @@ def _make_layer(kind: Literal["dense", "fmm"], n_in: int, n_out: int, rank: int,
 class SingleScaleINR(nn.Module):
     """One-resolution INR: embedding e(p) -> n_layers x (layer + ReLU) -> to-RGB -> tanh."""
 
-    def __init__(self, resolution: int, width: int, n_layers: int,
-                 embedding: Literal["coords", "fourier"] = "fourier", n_freqs: int = 256,
-                 fourier_scale: float = 10.0, layer: Literal["dense", "fmm"] = "fmm", rank: int = 10,
-                 fmm_activation: FMMActivation = "sigmoid2", skip_coords: bool = True):
+    def __init__(
+        self,
+        resolution: int,
+        width: int,
+        n_layers: int,
+        embedding: Literal["coords", "fourier"] = "fourier",
+        n_freqs: int = 256,
+        fourier_scale: float = 10.0,
+        layer: Literal["dense", "fmm"] = "fmm",
+        rank: int = 10,
+        fmm_activation: FMMActivation = "sigmoid2",
+        skip_coords: bool = True,
+    ):
         super().__init__()
         if n_layers < 1:
             raise ValueError(f"an INR needs n_layers >= 1, got {n_layers}")
@@ -106,8 +116,11 @@ class SingleScaleINR(nn.Module):
         in_dims = [self.e_dim] + [width + (self.e_dim if skip_coords else 0)] * (n_layers - 1)
         self.layers = nn.ModuleList(_make_layer(layer, d, width, rank, fmm_activation) for d in in_dims)
         self.to_rgb = GeneratedLinear(width, 3)
-        self.n_ext = ((self.fourier.n_ext if self.fourier is not None else 0)
-                      + sum(m.n_ext for m in self.layers) + self.to_rgb.n_ext)
+        self.n_ext = (
+            (self.fourier.n_ext if self.fourier is not None else 0)
+            + sum(m.n_ext for m in self.layers)
+            + self.to_rgb.n_ext
+        )
 
     def render(self, raw: Tensor, grid: Grid) -> Tensor:
         params = ParamReader(raw, self.n_ext)
@@ -130,7 +143,7 @@ class SingleScaleINR(nn.Module):
     def macs_paper(self, resolution: int | None = None) -> int:
         """Main-path in x out per pixel (skip columns, Fourier projection, to-RGB excluded) x pixels."""
         s = self.resolution if resolution is None else resolution
-        per_pixel = self.e_dim * self.width + (len(self.layers) - 1) * self.width ** 2
+        per_pixel = self.e_dim * self.width + (len(self.layers) - 1) * self.width**2
         return per_pixel * s * s
 
 
@@ -152,8 +165,9 @@ class Connector(nn.Module):
     Weight and bias std: sqrt(1/d_prev) and sqrt(1/2F) for the two embedders.
     """
 
-    def __init__(self, prev_width: int, e_dim: int, width: int, rank: int, activation: FMMActivation,
-                 upsampling: Upsampling):
+    def __init__(
+        self, prev_width: int, e_dim: int, width: int, rank: int, activation: FMMActivation, upsampling: Upsampling
+    ):
         super().__init__()
         s_lr, s_e = math.sqrt(1.0 / prev_width), math.sqrt(1.0 / e_dim)
         self.lowres_embed = FMMLinear(prev_width, width, rank, activation, weight_std=s_lr, bias_std=s_lr)
@@ -170,26 +184,39 @@ class Connector(nn.Module):
 class MultiScaleBlock(nn.Module):
     """Fourier features of its own grid, [connector], n_layers FMM layers with coordinate skips, [to-RGB]."""
 
-    def __init__(self, config: BlockConfig, prev_width: int | None, rank: int, activation: FMMActivation,
-                 upsampling: Upsampling, fourier_scale: float, to_rgb_std: float | None):
+    def __init__(
+        self,
+        config: BlockConfig,
+        prev_width: int | None,
+        rank: int,
+        activation: FMMActivation,
+        upsampling: Upsampling,
+        fourier_scale: float,
+        to_rgb_std: float | None,
+    ):
         super().__init__()
         self.config = config
         self.fourier = FourierFeatures(config.n_freqs, fourier_scale)
         e_dim, d = self.fourier.out_dim, config.width
-        self.connector = (None if prev_width is None
-                          else Connector(prev_width, e_dim, d, rank, activation, upsampling))
+        self.connector = None if prev_width is None else Connector(prev_width, e_dim, d, rank, activation, upsampling)
         # Block 0's first layer embeds e alone; every other layer sees concat[h, e].
         in_dims = [d + e_dim] * config.n_layers
         if prev_width is None:
             in_dims[0] = e_dim
         self.layers = nn.ModuleList(FMMLinear(n, d, rank, activation) for n in in_dims)
-        self.to_rgb = (None if to_rgb_std is None
-                       else GeneratedLinear(d, 3, weight_std=to_rgb_std, bias_std=0.2 * to_rgb_std))
-        self.n_ext = (self.fourier.n_ext + (self.connector.n_ext if self.connector is not None else 0)
-                      + sum(m.n_ext for m in self.layers) + (self.to_rgb.n_ext if self.to_rgb is not None else 0))
+        self.to_rgb = (
+            None if to_rgb_std is None else GeneratedLinear(d, 3, weight_std=to_rgb_std, bias_std=0.2 * to_rgb_std)
+        )
+        self.n_ext = (
+            self.fourier.n_ext
+            + (self.connector.n_ext if self.connector is not None else 0)
+            + sum(m.n_ext for m in self.layers)
+            + (self.to_rgb.n_ext if self.to_rgb is not None else 0)
+        )
 
-    def forward(self, h_prev: Tensor | None, prev_res: int | None, grid: Grid,
-                params: ParamReader) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self, h_prev: Tensor | None, prev_res: int | None, grid: Grid, params: ParamReader
+    ) -> tuple[Tensor, Tensor | None]:
         """Features (N, width, P) at grid.resolution and this block's RGB contribution (or None)."""
         coords = grid.coords(params.raw.device, params.raw.dtype)
         e = self.fourier(coords, params.take(self.fourier.n_ext))
@@ -206,8 +233,14 @@ class MultiScaleBlock(nn.Module):
 class MultiScaleINR(nn.Module):
     """INR-GAN's decoder: blocks at increasing resolutions; the last one is at the output resolution."""
 
-    def __init__(self, blocks: Sequence[BlockConfig], rank: int = 10, fmm_activation: FMMActivation = "sigmoid2",
-                 upsampling: Upsampling = "nearest", fourier_scale: float = 10.0):
+    def __init__(
+        self,
+        blocks: Sequence[BlockConfig],
+        rank: int = 10,
+        fmm_activation: FMMActivation = "sigmoid2",
+        upsampling: Upsampling = "nearest",
+        fourier_scale: float = 10.0,
+    ):
         super().__init__()
         if not blocks:
             raise ValueError("a multi-scale INR needs at least one block")
@@ -238,21 +271,27 @@ class MultiScaleINR(nn.Module):
         for c in self.configs:
             side = c.resolution * span
             if span <= 0 or abs(side - round(side)) > 1e-6 * side:
-                raise ValueError(f"a range {span:g} wide does not keep the density of a block trained at {c.resolution} px "
-                                 f"({c.resolution} x {span:g} = {side:g} is not a whole number of pixels); widen or narrow it, "
-                                 f"e.g. a width that is a multiple of 1/{min(c.resolution for c in self.configs)}")
+                raise ValueError(
+                    f"a range {span:g} wide does not keep the density of a block trained at {c.resolution} px "
+                    f"({c.resolution} x {span:g} = {side:g} is not a whole number of pixels); widen or narrow it, "
+                    f"e.g. a width that is a multiple of 1/{min(c.resolution for c in self.configs)}"
+                )
             trained.append(int(round(side)))
         final = trained[-1]
         big, small = max(resolution, final), max(min(resolution, final), 1)
         ratio = big // small
         if resolution < 1 or big % small or ratio & (ratio - 1):
-            raise ValueError(f"a multi-scale INR trained at {self.resolution} renders a range {span:g} wide at {final} "
-                             f"times or divided by a power of two, got {resolution}")
+            raise ValueError(
+                f"a multi-scale INR trained at {self.resolution} renders a range {span:g} wide at {final} "
+                f"times or divided by a power of two, got {resolution}"
+            )
         if resolution >= final:
             return trained[:-1] + [resolution]
         if any(r % ratio for r in trained):
-            raise ValueError(f"resolution {resolution} is too small for blocks at {trained}: the smallest "
-                             f"allowed is {final // min(trained)}")
+            raise ValueError(
+                f"resolution {resolution} is too small for blocks at {trained}: the smallest "
+                f"allowed is {final // min(trained)}"
+            )
         return [r // ratio for r in trained]
 
     def fourier_bases(self, raw: Tensor) -> list[Tensor]:

@@ -113,7 +113,7 @@ class RowNormFMM(nn.Module):
         n, r = w.shape[0], self.rank
         ab = self.affine(w)
         a = ab[:, : self.out_features * r].reshape(n, self.out_features, r)
-        b = ab[:, self.out_features * r:].reshape(n, r, self.in_features)
+        b = ab[:, self.out_features * r :].reshape(n, r, self.in_features)
         wn = self.weight[None] * (1 + torch.bmm(a, b) / math.sqrt(r))
         return wn * torch.rsqrt(wn.square().sum(dim=2, keepdim=True) + eps)
 
@@ -126,8 +126,16 @@ class RowNormFMM(nn.Module):
 class INRBlock(nn.Module):
     """One resolution: [upsample previous features] ++ embedding -> FMM layers -> to-RGB."""
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, num_layers: int,
-                 embedding: CoordinateEmbedding, rank: int):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        resolution: int,
+        num_layers: int,
+        embedding: CoordinateEmbedding,
+        rank: int,
+    ):
         super().__init__()
         self.resolution, self.in_channels, self.out_channels = resolution, in_channels, out_channels
         self.embedding = embedding
@@ -167,7 +175,9 @@ class INRStyleGAN2Generator(StyleBasedGenerator):
         super().__init__()
         self.spec = spec = spec if spec is not None else INRStyleGAN2Spec()
         self.z_dim, self.w_dim, self.resolution = spec.z_dim, spec.w_dim, spec.resolution
-        self.mapping_network = MappingNetwork(spec.z_dim, spec.w_dim, spec.mapping_layers, spec.mapping_lr_multiplier, spec.w_avg_beta)
+        self.mapping_network = MappingNetwork(
+            spec.z_dim, spec.w_dim, spec.mapping_layers, spec.mapping_lr_multiplier, spec.w_avg_beta
+        )
         blocks, in_ch = [], 0
         for r in spec.block_resolutions():
             emb = CoordinateEmbedding(
@@ -211,7 +221,7 @@ class INRStyleGAN2Generator(StyleBasedGenerator):
         for block, g in zip(self.blocks, self.block_grids(grid)):
             if x is not None:
                 x = self.upsample(x)
-            x, y = block(x, ws[:, w_idx: w_idx + block.num_layers + 1], g)
+            x, y = block(x, ws[:, w_idx : w_idx + block.num_layers + 1], g)
             img = y if img is None else self.upsample(img) + y
             w_idx += block.num_layers
         return self.finish_output(img, clamp)

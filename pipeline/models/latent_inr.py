@@ -54,5 +54,5 @@ class LatentINR(nn.Module):
     def macs_paper(self, resolution: int | None = None) -> int:
         """Paper convention: in x out of the main path per pixel ([x, y, w] -> width, then width x width)."""
         s = self.resolution if resolution is None else resolution
-        per_pixel = self.in_dim * self.width + (len(self.layers) - 1) * self.width ** 2
+        per_pixel = self.in_dim * self.width + (len(self.layers) - 1) * self.width**2
         return per_pixel * s * s

@@ -7,7 +7,8 @@ generator is built without allocating memory (used by the cost counter).
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 from torch import nn
@@ -55,14 +56,33 @@ def build_generator(spec: Mapping[str, Any] | BaseModel) -> nn.Module:
 def _generated_decoder(spec: BaseModel) -> SingleScaleINR | MultiScaleINR:
     """The INR whose parameters the hypernetwork generates, for rows hyper_inr .. inr_gan."""
     if spec.kind == "hyper_inr":
-        return SingleScaleINR(spec.resolution, spec.width, spec.n_layers, embedding="coords", layer="dense",
-                              skip_coords=spec.skip_coords)
+        return SingleScaleINR(
+            spec.resolution, spec.width, spec.n_layers, embedding="coords", layer="dense", skip_coords=spec.skip_coords
+        )
     if spec.kind == "hyper_fourier":
-        return SingleScaleINR(spec.resolution, spec.width, spec.n_layers, "fourier", spec.n_freqs,
-                              spec.fourier_scale, layer="dense", skip_coords=spec.skip_coords)
+        return SingleScaleINR(
+            spec.resolution,
+            spec.width,
+            spec.n_layers,
+            "fourier",
+            spec.n_freqs,
+            spec.fourier_scale,
+            layer="dense",
+            skip_coords=spec.skip_coords,
+        )
     if spec.kind == "hyper_fmm":
-        return SingleScaleINR(spec.resolution, spec.width, spec.n_layers, "fourier", spec.n_freqs,
-                              spec.fourier_scale, "fmm", spec.rank, spec.fmm_activation, spec.skip_coords)
+        return SingleScaleINR(
+            spec.resolution,
+            spec.width,
+            spec.n_layers,
+            "fourier",
+            spec.n_freqs,
+            spec.fourier_scale,
+            "fmm",
+            spec.rank,
+            spec.fmm_activation,
+            spec.skip_coords,
+        )
     if spec.kind == "inr_gan":
         blocks = [BlockConfig(**b.model_dump()) for b in spec.blocks]
         return MultiScaleINR(blocks, spec.rank, spec.fmm_activation, spec.upsampling, spec.fourier_scale)

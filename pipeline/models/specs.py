@@ -7,7 +7,7 @@ gives the configuration that reproduces Table 1's cost columns (docs/table1_cost
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -22,8 +22,10 @@ UPSAMPLING_MODES: tuple[str, ...] = ("nearest", "bilinear")
 
 def check_power_of_two(value: int, what: str = "resolution") -> int:
     if not (MIN_RESOLUTION <= value <= MAX_RESOLUTION) or value & (value - 1):
-        raise ValueError(f"{what} {value} is not allowed: expected a power of two between "
-                         f"{MIN_RESOLUTION} and {MAX_RESOLUTION} (4, 8, ..., 1024, ...)")
+        raise ValueError(
+            f"{what} {value} is not allowed: expected a power of two between "
+            f"{MIN_RESOLUTION} and {MAX_RESOLUTION} (4, 8, ..., 1024, ...)"
+        )
     return value
 
 
@@ -44,7 +46,9 @@ def channels_at(resolution: int, channel_base: int, channel_max: int) -> int:
     """StyleGAN2's channel rule: min(channel_base / resolution, channel_max), at least 1."""
     c = min(channel_base // resolution, channel_max)
     if c < 1:
-        raise ValueError(f"channel_base {channel_base} gives no channels at resolution {resolution}; raise channel_base to at least {resolution}")
+        raise ValueError(
+            f"channel_base {channel_base} gives no channels at resolution {resolution}; raise channel_base to at least {resolution}"
+        )
     return c
 
 
@@ -72,11 +76,19 @@ class StyleGAN2Spec(_StyleChannels):
     w_dim: int = Field(default=512, gt=0)
     mapping_layers: int = Field(default=8, ge=1)
     mapping_lr_multiplier: float = Field(default=0.01, gt=0.0)
-    channel_base: int = Field(default=32768, gt=0, description="channels at resolution r = min(channel_base // r, channel_max)")
+    channel_base: int = Field(
+        default=32768, gt=0, description="channels at resolution r = min(channel_base // r, channel_max)"
+    )
     channel_max: int = Field(default=512, gt=0)
-    style_mixing_prob: float = Field(default=0.9, ge=0.0, le=1.0, description="probability of mixing two latents per batch in training mode")
-    w_avg_beta: float = Field(default=0.995, ge=0.0, lt=1.0, description="decay of the running mean of w used by truncation")
-    noise_mode: Literal["random", "const", "none"] = Field(default="random", description="noise inputs used when synthesize() is not told otherwise")
+    style_mixing_prob: float = Field(
+        default=0.9, ge=0.0, le=1.0, description="probability of mixing two latents per batch in training mode"
+    )
+    w_avg_beta: float = Field(
+        default=0.995, ge=0.0, lt=1.0, description="decay of the running mean of w used by truncation"
+    )
+    noise_mode: Literal["random", "const", "none"] = Field(
+        default="random", description="noise inputs used when synthesize() is not told otherwise"
+    )
 
 
 class INRStyleGAN2Spec(_StyleChannels):
@@ -92,14 +104,20 @@ class INRStyleGAN2Spec(_StyleChannels):
     mapping_lr_multiplier: float = Field(default=0.01, gt=0.0)
     style_mixing_prob: float = Field(default=0.9, ge=0.0, le=1.0)
     w_avg_beta: float = Field(default=0.995, ge=0.0, lt=1.0)
-    input_resolution: int | None = Field(default=None, description="first block's side; None = min(32, resolution // 2)")
-    channel_base: int = Field(default=32768, gt=0, description="channels at resolution r = min(channel_base // r, channel_max)")
+    input_resolution: int | None = Field(
+        default=None, description="first block's side; None = min(32, resolution // 2)"
+    )
+    channel_base: int = Field(
+        default=32768, gt=0, description="channels at resolution r = min(channel_base // r, channel_max)"
+    )
     channel_max: int = Field(default=512, gt=0)
     fmm_rank: int = Field(default=10, ge=1)
     upsampling: Literal["nearest", "bilinear"] = "nearest"
     extra_layer_resolutions: tuple[int, ...] = (128, 256)
     diagonal_max_resolution: int = Field(default=64, description="fixed basis has 4 directions up to here, 2 above")
-    random_fourier_features: int = Field(default=32, ge=0, description="channels (sin + cos) of random Fourier features; must be even")
+    random_fourier_features: int = Field(
+        default=32, ge=0, description="channels (sin + cos) of random Fourier features; must be even"
+    )
     random_fourier_resolutions: tuple[int, ...] = (128, 256)
     const_channels: int = Field(default=128, ge=0)
     const_channels_high: int = Field(default=64, ge=0)
@@ -140,7 +158,11 @@ class DiscriminatorSpec(_StyleChannels):
     model_config = ConfigDict(extra="forbid")
 
     resolution: int = Field(default=256, description="input side, a power of two in [16, 1024]")
-    channel_base: int = Field(default=16384, gt=0, description="channels at resolution r = min(channel_base // r, channel_max); 16384 = channel multiplier 1")
+    channel_base: int = Field(
+        default=16384,
+        gt=0,
+        description="channels at resolution r = min(channel_base // r, channel_max); 16384 = channel multiplier 1",
+    )
     channel_max: int = Field(default=512, gt=0)
     mbstd_group_size: int = Field(default=4, ge=1)
     mbstd_num_features: int = Field(default=1, ge=1)
@@ -202,8 +224,10 @@ class HyperFMMSpec(HyperFourierSpec):
     def _rank_fits(self) -> HyperFMMSpec:
         smallest = min(2 * self.n_freqs, self.width)
         if self.rank > smallest:
-            raise ValueError(f"FMM rank {self.rank} is larger than the smallest FMM layer side {smallest} "
-                             f"(2F = {2 * self.n_freqs}, width = {self.width}); use rank <= {smallest}")
+            raise ValueError(
+                f"FMM rank {self.rank} is larger than the smallest FMM layer side {smallest} "
+                f"(2F = {2 * self.n_freqs}, width = {self.width}); use rank <= {smallest}"
+            )
         return self
 
 
@@ -229,14 +253,20 @@ class INRBlockSpec(BaseModel):
 # and 128; 128 at 256): the changes bring GMACs within 0.1% of Table 1. 1024 is the released FFHQ
 # config with the 256 block taken from our 256 config, not tuned further.
 INR_GAN_PAPER_BLOCKS: dict[int, list[dict[str, Any]]] = {
-    128: [dict(resolution=64, width=512, n_freqs=128, n_layers=3, to_rgb=False),
-          dict(resolution=128, width=512, n_freqs=32, n_layers=4, to_rgb=True)],
-    256: [dict(resolution=128, width=512, n_freqs=256, n_layers=4, to_rgb=True),
-          dict(resolution=256, width=256, n_freqs=64, n_layers=4, to_rgb=True)],
-    1024: [dict(resolution=128, width=512, n_freqs=256, n_layers=4, to_rgb=True),
-           dict(resolution=256, width=256, n_freqs=64, n_layers=4, to_rgb=True),
-           dict(resolution=512, width=64, n_freqs=32, n_layers=2, to_rgb=True),
-           dict(resolution=1024, width=32, n_freqs=8, n_layers=1, to_rgb=True)],
+    128: [
+        dict(resolution=64, width=512, n_freqs=128, n_layers=3, to_rgb=False),
+        dict(resolution=128, width=512, n_freqs=32, n_layers=4, to_rgb=True),
+    ],
+    256: [
+        dict(resolution=128, width=512, n_freqs=256, n_layers=4, to_rgb=True),
+        dict(resolution=256, width=256, n_freqs=64, n_layers=4, to_rgb=True),
+    ],
+    1024: [
+        dict(resolution=128, width=512, n_freqs=256, n_layers=4, to_rgb=True),
+        dict(resolution=256, width=256, n_freqs=64, n_layers=4, to_rgb=True),
+        dict(resolution=512, width=64, n_freqs=32, n_layers=2, to_rgb=True),
+        dict(resolution=1024, width=32, n_freqs=8, n_layers=1, to_rgb=True),
+    ],
 }
 
 
@@ -256,8 +286,10 @@ class INRGANSpec(_INRRowSpec):
         if isinstance(data, dict) and data.get("blocks") is None:
             res = data.get("resolution", cls.model_fields["resolution"].default)
             if res not in INR_GAN_PAPER_BLOCKS:
-                raise ValueError(f"inr_gan has no block configuration for resolution {res}: give `blocks`, "
-                                 f"or use one of {sorted(INR_GAN_PAPER_BLOCKS)}")
+                raise ValueError(
+                    f"inr_gan has no block configuration for resolution {res}: give `blocks`, "
+                    f"or use one of {sorted(INR_GAN_PAPER_BLOCKS)}"
+                )
             data = {**data, "blocks": INR_GAN_PAPER_BLOCKS[res]}
         return data
 
@@ -267,22 +299,26 @@ class INRGANSpec(_INRRowSpec):
         if not res:
             raise ValueError("inr_gan needs at least one block")
         if res[-1] != self.resolution:
-            raise ValueError(f"inr_gan resolution {self.resolution} has no block: the blocks are at {res} and "
-                             f"the last one must be at the output resolution")
+            raise ValueError(
+                f"inr_gan resolution {self.resolution} has no block: the blocks are at {res} and "
+                f"the last one must be at the output resolution"
+            )
         for lo, hi in zip(res, res[1:]):
             if hi != 2 * lo:
                 raise ValueError(f"inr_gan block resolutions must double from block to block, got {res}")
         sides = [s for b in self.blocks for s in (2 * b.n_freqs, b.width)]
         smallest = min(sides)
         if self.rank > smallest:
-            raise ValueError(f"FMM rank {self.rank} is larger than the smallest FMM layer side {smallest} "
-                             f"(widths and 2F of the blocks); use rank <= {smallest}")
+            raise ValueError(
+                f"FMM rank {self.rank} is larger than the smallest FMM layer side {smallest} "
+                f"(widths and 2F of the blocks); use rank <= {smallest}"
+            )
         return self
 
 
-INRSpec = Union[LatentINRSpec, HyperINRSpec, HyperFourierSpec, HyperFMMSpec, INRGANSpec]
+INRSpec = LatentINRSpec | HyperINRSpec | HyperFourierSpec | HyperFMMSpec | INRGANSpec
 GeneratorSpec = Annotated[
-    Union[LatentINRSpec, HyperINRSpec, HyperFourierSpec, HyperFMMSpec, INRGANSpec, INRStyleGAN2Spec, StyleGAN2Spec],
+    LatentINRSpec | HyperINRSpec | HyperFourierSpec | HyperFMMSpec | INRGANSpec | INRStyleGAN2Spec | StyleGAN2Spec,
     Field(discriminator="kind"),
 ]
 SPEC_BY_KIND: dict[str, type[BaseModel]] = {
@@ -304,6 +340,8 @@ def paper_spec(kind: str, resolution: int) -> BaseModel:
     if kind not in TABLE1_ROWS:
         raise ValueError(f"unknown Table 1 row {kind!r}; allowed: {', '.join(TABLE1_ROWS)}")
     if resolution not in TABLE1_RESOLUTIONS:
-        raise ValueError(f"Table 1 has no configuration at resolution {resolution}; "
-                         f"allowed: {', '.join(map(str, TABLE1_RESOLUTIONS))}")
+        raise ValueError(
+            f"Table 1 has no configuration at resolution {resolution}; "
+            f"allowed: {', '.join(map(str, TABLE1_RESOLUTIONS))}"
+        )
     return SPEC_BY_KIND[kind](resolution=resolution)

@@ -81,7 +81,9 @@ def fir_filter(x: Tensor, weight: Tensor, pad: tuple[int, int]) -> Tensor:
     return _FIRFilter.apply(x, weight, tuple(pad))
 
 
-def upfirdn2d(x: Tensor, kernel: Tensor, up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 0), gain: float = 1.0) -> Tensor:
+def upfirdn2d(
+    x: Tensor, kernel: Tensor, up: int = 1, down: int = 1, pad: tuple[int, int] = (0, 0), gain: float = 1.0
+) -> Tensor:
     """Upsample by zero insertion, pad (negative = crop), filter each channel with `kernel`
     (2-D, applied as a true convolution), then keep every `down`-th pixel.
 
@@ -133,8 +135,15 @@ class EqualizedLinear(nn.Module):
     same on every layer; `lr_multiplier` slows the layer down (0.01 in the mapping network).
     The bias is stored divided by lr_mul as well, so its effective initial value is `bias_init`."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, bias_init: float = 0.0,
-                 lr_multiplier: float = 1.0, activation: Literal["linear", "lrelu"] = "linear"):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        bias_init: float = 0.0,
+        lr_multiplier: float = 1.0,
+        activation: Literal["linear", "lrelu"] = "linear",
+    ):
         super().__init__()
         self.activation = activation
         self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_multiplier)
@@ -152,8 +161,15 @@ class EqualizedConv2d(nn.Module):
     """Conv layer with equalised learning rate; `down=2` blurs with [1,3,3,1] then convolves with
     stride 2 (StyleGAN2's downsampling conv)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True,
-                 activation: Literal["linear", "lrelu"] = "linear", down: int = 1):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        bias: bool = True,
+        activation: Literal["linear", "lrelu"] = "linear",
+        down: int = 1,
+    ):
         super().__init__()
         if down not in (1, 2):
             raise ValueError(f"down must be 1 or 2, got {down}")
@@ -228,8 +244,16 @@ def modulate_weight(weight: Tensor, styles: Tensor, demodulate: bool, eps: float
     return w
 
 
-def modulated_conv2d(x: Tensor, weight: Tensor, styles: Tensor, demodulate: bool = True, up: bool = False,
-                     kernel: Tensor | None = None, fused: bool | None = None, eps: float = 1e-8) -> Tensor:
+def modulated_conv2d(
+    x: Tensor,
+    weight: Tensor,
+    styles: Tensor,
+    demodulate: bool = True,
+    up: bool = False,
+    kernel: Tensor | None = None,
+    fused: bool | None = None,
+    eps: float = 1e-8,
+) -> Tensor:
     """A convolution with a different (modulated, optionally demodulated) weight per sample.
 
     Without `up`: 'same' convolution (cross-correlation, as nn.Conv2d). With `up`: equals zero
@@ -275,7 +299,9 @@ def modulated_conv2d(x: Tensor, weight: Tensor, styles: Tensor, demodulate: bool
 class SynthesisLayer(nn.Module):
     """Modulated/demodulated conv (optionally upsampling x2) + noise + bias + lrelu."""
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, kernel_size: int = 3, up: bool = False):
+    def __init__(
+        self, in_channels: int, out_channels: int, w_dim: int, resolution: int, kernel_size: int = 3, up: bool = False
+    ):
         super().__init__()
         self.up, self.resolution = up, resolution
         self.affine = EqualizedLinear(w_dim, in_channels, bias_init=1.0)  # styles start at 1
@@ -293,9 +319,15 @@ class SynthesisLayer(nn.Module):
             return bias_act(x if noise is None else x + noise, self.bias, "lrelu")
         # A batch: lrelu(conv * d + noise + b) * g = lrelu(conv * (d g) + noise g + b g) for g > 0, so the
         # demodulation, noise, bias and gain take two passes over the activations instead of five.
-        x = modulated_conv2d(x, self.weight, styles, demodulate=False, up=self.up, kernel=self.resample_kernel, fused=False)
+        x = modulated_conv2d(
+            x, self.weight, styles, demodulate=False, up=self.up, kernel=self.resample_kernel, fused=False
+        )
         dcoefs = torch.rsqrt(styles.square() @ self.weight.square().sum(dim=[2, 3]).t() + 1e-8)
-        x = torch.addcmul((self.bias * LRELU_GAIN).to(x.dtype)[None, :, None, None], x, (dcoefs * LRELU_GAIN).to(x.dtype)[:, :, None, None])
+        x = torch.addcmul(
+            (self.bias * LRELU_GAIN).to(x.dtype)[None, :, None, None],
+            x,
+            (dcoefs * LRELU_GAIN).to(x.dtype)[:, :, None, None],
+        )
         noise = self._noise(x, noise_mode)
         if noise is not None:
             x = x.add_(noise * LRELU_GAIN)  # in place: addcmul's backward does not need its output
@@ -303,7 +335,9 @@ class SynthesisLayer(nn.Module):
 
     def _noise(self, x: Tensor, noise_mode: Literal["random", "const", "none"]) -> Tensor | None:
         if noise_mode == "random":
-            return torch.randn(x.shape[0], 1, x.shape[2], x.shape[3], device=x.device, dtype=x.dtype) * self.noise_strength
+            return (
+                torch.randn(x.shape[0], 1, x.shape[2], x.shape[3], device=x.device, dtype=x.dtype) * self.noise_strength
+            )
         if noise_mode == "const":
             return self.noise_const * self.noise_strength
         return None
@@ -341,7 +375,9 @@ class SynthesisBlock(nn.Module):
         self.num_conv = 1 if self.is_first else 2
         self.register_buffer("resample_kernel", blur_kernel(), persistent=False)
 
-    def forward(self, x: Tensor | None, img: Tensor | None, ws: Tensor, noise_mode: Literal["random", "const", "none"]) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, x: Tensor | None, img: Tensor | None, ws: Tensor, noise_mode: Literal["random", "const", "none"]
+    ) -> tuple[Tensor, Tensor]:
         # ws: (N, num_conv + 1, w_dim); the last one drives to-RGB (and the next block's conv0)
         if self.is_first:
             x = self.const[None].expand(ws.shape[0], -1, -1, -1)
@@ -382,7 +418,9 @@ class StyleBasedGenerator(nn.Module):
             return w[:, None].expand(-1, self.num_ws, -1)
         if w.ndim == 3 and w.shape[1:] == (self.num_ws, self.w_dim):
             return w
-        raise ValueError(f"w must have shape (N, {self.w_dim}) or (N, {self.num_ws}, {self.w_dim}), got {tuple(w.shape)}")
+        raise ValueError(
+            f"w must have shape (N, {self.w_dim}) or (N, {self.num_ws}, {self.w_dim}), got {tuple(w.shape)}"
+        )
 
     def mix_styles(self, z: Tensor, ws: Tensor, truncation_psi: float = 1.0) -> Tensor:
         """With probability style_mixing_prob, replace ws[:, cutoff:] (cutoff uniform in
@@ -436,7 +474,9 @@ class StyleGAN2Generator(StyleBasedGenerator):
         super().__init__()
         self.spec = spec = spec if spec is not None else StyleGAN2Spec()
         self.z_dim, self.w_dim, self.resolution = spec.z_dim, spec.w_dim, spec.resolution
-        self.mapping_network = MappingNetwork(spec.z_dim, spec.w_dim, spec.mapping_layers, spec.mapping_lr_multiplier, spec.w_avg_beta)
+        self.mapping_network = MappingNetwork(
+            spec.z_dim, spec.w_dim, spec.mapping_layers, spec.mapping_lr_multiplier, spec.w_avg_beta
+        )
         log2 = int(math.log2(spec.resolution))
         blocks, in_ch = [], 0
         for res in (2**k for k in range(2, log2 + 1)):
@@ -448,8 +488,13 @@ class StyleGAN2Generator(StyleBasedGenerator):
 
     # --- images ----------------------------------------------------------------------------------
 
-    def synthesize(self, w: Tensor, grid: Grid | None = None, clamp: bool | None = None,
-                   noise_mode: Literal["random", "const", "none"] | None = None) -> Tensor:
+    def synthesize(
+        self,
+        w: Tensor,
+        grid: Grid | None = None,
+        clamp: bool | None = None,
+        noise_mode: Literal["random", "const", "none"] | None = None,
+    ) -> Tensor:
         """w (N, w_dim) or (N, num_ws, w_dim) -> images (N, 3, S, S). A convolutional generator
         has one pixel grid: `grid` must be None or that grid (Grid(resolution) over [0, 1))."""
         if grid is not None and grid != Grid(self.resolution):
@@ -462,7 +507,7 @@ class StyleGAN2Generator(StyleBasedGenerator):
         x = img = None
         w_idx = 0
         for block in self.blocks:
-            x, img = block(x, img, ws[:, w_idx: w_idx + block.num_conv + 1], noise_mode)
+            x, img = block(x, img, ws[:, w_idx : w_idx + block.num_conv + 1], noise_mode)
             w_idx += block.num_conv
         return self.finish_output(img, clamp)
 
@@ -493,8 +538,13 @@ class StyleGAN2Generator(StyleBasedGenerator):
             if not b.is_first:
                 blur += 16 * (b.out_channels + 3) * pix
         return {
-            "conv": conv, "to_rgb": to_rgb, "mapping": self.mapping_network.macs(), "affine": affine,
-            "modulation": modulation, "blur": blur, "noise_bias_act": other,
+            "conv": conv,
+            "to_rgb": to_rgb,
+            "mapping": self.mapping_network.macs(),
+            "affine": affine,
+            "modulation": modulation,
+            "blur": blur,
+            "noise_bias_act": other,
         }
 
     def macs_paper(self, resolution: int | None = None) -> int:

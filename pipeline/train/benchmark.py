@@ -19,8 +19,15 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def benchmark_training(generator: nn.Module, discriminator: nn.Module, options: TrainConfig, batch: int,
-                       steps: int = 10, warmup: int = 3, device: str = "auto") -> dict[str, Any]:
+def benchmark_training(
+    generator: nn.Module,
+    discriminator: nn.Module,
+    options: TrainConfig,
+    batch: int,
+    steps: int = 10,
+    warmup: int = 3,
+    device: str = "auto",
+) -> dict[str, Any]:
     """Median time of `steps` training steps on random reals after `warmup` untimed ones.
 
     R1 follows options (every step by default), so the figure is the paper's training cost per image.

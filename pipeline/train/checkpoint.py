@@ -59,7 +59,9 @@ def verify_checkpoint(path: str | Path) -> None:
         raise CheckpointError(f"checkpoint '{path}' is corrupt: member '{bad}' fails its CRC check; {advice}")
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", required: Collection[str] = ()) -> dict[str, Any]:
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", required: Collection[str] = ()
+) -> dict[str, Any]:
     """Verify, then load a checkpoint written by save_checkpoint (tensors, numbers, strings only);
     raise CheckpointError when it lacks any of the `required` keys."""
     path = Path(path)
@@ -69,7 +71,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     except Exception as err:  # noqa: BLE001 - any unpickling failure means the same thing to the user
         raise CheckpointError(f"checkpoint '{path}' cannot be read ({err}); it was left as it is") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
-        raise CheckpointError(f"'{path}' is not a training checkpoint of format {FORMAT_VERSION} (got {type(payload).__name__}); it was left as it is")
+        raise CheckpointError(
+            f"'{path}' is not a training checkpoint of format {FORMAT_VERSION} (got {type(payload).__name__}); it was left as it is"
+        )
     missing = sorted(set(required) - set(payload))
     if missing:
         raise CheckpointError(
@@ -85,7 +89,13 @@ def capture_rng() -> dict[str, Any]:
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "python": _to_plain(random.getstate()),
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state()

@@ -42,7 +42,9 @@ def pick_device(preference: str, local_rank: int) -> torch.device:
     if not torch.cuda.is_available():
         raise RuntimeError("train.device is 'cuda' but no CUDA device is visible; set train.device to 'auto' or 'cpu'")
     if local_rank >= torch.cuda.device_count():
-        raise RuntimeError(f"local rank {local_rank} has no GPU: only {torch.cuda.device_count()} visible; lower --nproc_per_node")
+        raise RuntimeError(
+            f"local rank {local_rank} has no GPU: only {torch.cuda.device_count()} visible; lower --nproc_per_node"
+        )
     return torch.device("cuda", local_rank)
 
 

@@ -91,7 +91,10 @@ class GlobalBatchSampler(Sampler[list[int]]):
         while True:
             e, b = divmod(step, self.batches_per_epoch)
             if e != epoch:
-                epoch, perm = e, torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100_003 + e))
+                epoch, perm = (
+                    e,
+                    torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed * 100_003 + e)),
+                )
             yield perm[b * self.total_batch : (b + 1) * self.total_batch][self.rank :: self.world_size].tolist()
             step += 1
 
@@ -135,7 +138,14 @@ def _progress(enabled: bool, total: int, start: int) -> Iterator[Callable[[int, 
     if not enabled:
         yield lambda step, text: None
         return
-    columns = (TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("[bold]train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[stats]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns) as bar:
         task = bar.add_task("train", total=total, completed=start, stats="")
 
@@ -151,18 +161,26 @@ def _progress(enabled: bool, total: int, start: int) -> Iterator[Callable[[int, 
 def _check_dataset(dataset: Dataset, options: TrainConfig, resolution: int, where: str) -> None:
     size = len(dataset)
     if size < options.total_batch:
-        raise TrainingInputError(f"dataset {where} has {size} images, fewer than one global batch (train.total_batch {options.total_batch})")
+        raise TrainingInputError(
+            f"dataset {where} has {size} images, fewer than one global batch (train.total_batch {options.total_batch})"
+        )
     image = dataset[0][0]
     if tuple(image.shape) != (3, resolution, resolution):
-        raise TrainingInputError(f"dataset {where} holds images of shape {tuple(image.shape)} but the generator makes (3, {resolution}, {resolution})")
+        raise TrainingInputError(
+            f"dataset {where} holds images of shape {tuple(image.shape)} but the generator makes (3, {resolution}, {resolution})"
+        )
 
 
-def _load_resume_state(path: Path, options: TrainConfig, identity: dict[str, Any], restart_on_change: bool, ctx: DistContext) -> dict[str, Any] | None:
+def _load_resume_state(
+    path: Path, options: TrainConfig, identity: dict[str, Any], restart_on_change: bool, ctx: DistContext
+) -> dict[str, Any] | None:
     """The training state to resume from; None when there is none, or when it belongs to another
     configuration and `restart_on_change` (what `dvc repro` wants after a setting changed)."""
     if not path.exists():
         return None
-    state = load_checkpoint(path, required=STATE_KEYS)  # on the CPU: RNG states must stay there; a corrupt file raises here, always
+    state = load_checkpoint(
+        path, required=STATE_KEYS
+    )  # on the CPU: RNG states must stay there; a corrupt file raises here, always
     changed = changed_fields(state["options"], options)
     before = state.get("identity", {})
     changed.update({k: (before.get(k), v) for k, v in identity.items() if before.get(k) != v})
@@ -279,8 +297,10 @@ def train(
     state_path, snapshot_path = run_dir / TRAINING_STATE, run_dir / NETWORK_SNAPSHOT
     identity = dict(identity or {})
     if ctx.is_main and _recover_previous_run(run_dir):
-        print(f"note: an earlier start-over of '{run_dir}' stopped before its first checkpoint; the run before it was put back",
-              file=sys.stderr)
+        print(
+            f"note: an earlier start-over of '{run_dir}' stopped before its first checkpoint; the run before it was put back",
+            file=sys.stderr,
+        )
     barrier(ctx)  # no rank reads the training state before it is back in place
     state = _load_resume_state(state_path, options, identity, restart_on_change, ctx) if resume else None
 
@@ -306,17 +326,27 @@ def train(
         if len(state["rng"]) == ctx.world_size:
             restore_rng(state["rng"][ctx.rank])
         elif ctx.is_main:
-            print(f"note: '{state_path}' was written by {len(state['rng'])} processes, now {ctx.world_size}; "
-                  "data, latents and flips continue exactly, generator-internal noise is reseeded")
+            print(
+                f"note: '{state_path}' was written by {len(state['rng'])} processes, now {ctx.world_size}; "
+                "data, latents and flips continue exactly, generator-internal noise is reseeded"
+            )
     resumed_from = step if state is not None else None
     del state
 
     total_steps = options.total_steps
-    sampler = GlobalBatchSampler(len(dataset), options.total_batch, ctx.rank, ctx.world_size, options.seed, start_step=step)
+    sampler = GlobalBatchSampler(
+        len(dataset), options.total_batch, ctx.rank, ctx.world_size, options.seed, start_step=step
+    )
     # The loader gets its own generator: drawing worker seeds from the global one would shift the
     # stream that generator-internal noise uses between a resumed run and an uninterrupted one.
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=options.num_workers, pin_memory=ctx.device.type == "cuda",
-                        persistent_workers=options.num_workers > 0, generator=torch.Generator().manual_seed(options.seed + step))
+    loader = DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=options.num_workers,
+        pin_memory=ctx.device.type == "cuda",
+        persistent_workers=options.num_workers > 0,
+        generator=torch.Generator().manual_seed(options.seed + step),
+    )
     grid_z = sample_latents(range(options.sample_seed, options.sample_seed + options.sample_grid**2), generator.z_dim)
     last_saved = resumed_from
 
@@ -324,19 +354,33 @@ def train(
         # G_ema only (a few hundred MB at paper size instead of G + G_ema + D + optimisers): enough to
         # score, never used to resume, so it needs no RNG states or collective.
         if ctx.is_main:
-            save_checkpoint(kept_snapshot_file(run_dir, at_step), {
-                "G_ema": trainer.G_ema.state_dict(), "options": options.model_dump(mode="json"), "info": snapshot_info or {},
-                "step": at_step, "kimg": images_seen / 1000,
-            })
+            save_checkpoint(
+                kept_snapshot_file(run_dir, at_step),
+                {
+                    "G_ema": trainer.G_ema.state_dict(),
+                    "options": options.model_dump(mode="json"),
+                    "info": snapshot_info or {},
+                    "step": at_step,
+                    "kimg": images_seen / 1000,
+                },
+            )
 
     def save(at_step: int) -> None:
         rng = gather_objects(capture_rng(), ctx)  # collective: every rank takes part
         if ctx.is_main:
             kimg = images_seen / 1000
-            save_checkpoint(snapshot_path, {
-                "G": trainer.G.state_dict(), "G_ema": trainer.G_ema.state_dict(), "D": trainer.D.state_dict(),
-                "options": options.model_dump(mode="json"), "info": snapshot_info or {}, "step": at_step, "kimg": kimg,
-            })
+            save_checkpoint(
+                snapshot_path,
+                {
+                    "G": trainer.G.state_dict(),
+                    "G_ema": trainer.G_ema.state_dict(),
+                    "D": trainer.D.state_dict(),
+                    "options": options.model_dump(mode="json"),
+                    "info": snapshot_info or {},
+                    "step": at_step,
+                    "kimg": kimg,
+                },
+            )
             grid = run_dir / SAMPLES_DIR / f"step-{at_step:07d}.png"
             with torch.random.fork_rng(devices=[ctx.device] if ctx.device.type == "cuda" else []):
                 # Rendering must not consume the training stream, or resumed runs would drift.
@@ -344,12 +388,23 @@ def train(
             save_grid(grid, images, options.sample_grid)
             if plots_path is not None:
                 write_plots(plots_path, log_rows)
-            save_checkpoint(state_path, {
-                "models": trainer.state_dict(), "step": at_step, "images_seen": images_seen, "log": log_rows, "rng": rng,
-                "sampler": sampler.position(at_step), "options": options.model_dump(mode="json"), "identity": identity,
-            })
+            save_checkpoint(
+                state_path,
+                {
+                    "models": trainer.state_dict(),
+                    "step": at_step,
+                    "images_seen": images_seen,
+                    "log": log_rows,
+                    "rng": rng,
+                    "sampler": sampler.position(at_step),
+                    "options": options.model_dump(mode="json"),
+                    "identity": identity,
+                },
+            )
             if aside[0]:
-                shutil.rmtree(run_dir / PREVIOUS_RUN_DIR)  # this run now has a checkpoint: the earlier one is superseded
+                shutil.rmtree(
+                    run_dir / PREVIOUS_RUN_DIR
+                )  # this run now has a checkpoint: the earlier one is superseded
                 aside[0] = False
             if tracker is not None:
                 tracker.log_artifact(grid, SAMPLES_DIR)
@@ -380,9 +435,15 @@ def train(
                 try:
                     stats = trainer.step(reals, z_d[share].to(ctx.device), z_g[share].to(ctx.device), step)
                 except TrainingDiverged as err:
-                    kept = (f"the last good checkpoint '{state_path}' (step {last_saved}) is kept" if last_saved is not None else
-                            "no checkpoint was written yet" + (", and the earlier run's outputs were put back" if aside[0] else ""))
-                    raise TrainingDiverged(f"{err}; training stopped, {kept}. Lower the learning rates, raise r1_gamma or turn mixed precision off") from None
+                    kept = (
+                        f"the last good checkpoint '{state_path}' (step {last_saved}) is kept"
+                        if last_saved is not None
+                        else "no checkpoint was written yet"
+                        + (", and the earlier run's outputs were put back" if aside[0] else "")
+                    )
+                    raise TrainingDiverged(
+                        f"{err}; training stopped, {kept}. Lower the learning rates, raise r1_gamma or turn mixed precision off"
+                    ) from None
                 step += 1
                 images_seen += options.total_batch
                 window["images"] += options.total_batch
@@ -392,15 +453,23 @@ def train(
                 text = ""
                 if step % options.log_every == 0 or step == total_steps:
                     seconds = time.perf_counter() - window["t"]
-                    row = {"step": step, "kimg": images_seen / 1000, **{k: v / window["n"] for k, v in window["sums"].items()},
-                           "images_per_s": window["images"] / max(seconds, 1e-9)}
+                    row = {
+                        "step": step,
+                        "kimg": images_seen / 1000,
+                        **{k: v / window["n"] for k, v in window["sums"].items()},
+                        "images_per_s": window["images"] / max(seconds, 1e-9),
+                    }
                     log_rows.append(row)
                     if tracker is not None:
                         tracker.log_metrics({k: v for k, v in row.items() if k != "step"}, step=images_seen)
-                    text = (f"kimg {row['kimg']:.2f}  {row['images_per_s']:.1f} img/s  G {row['loss_g']:.3f}  "
-                            f"D {row['loss_d_fake'] + row['loss_d_real']:.3f}  R1 {row['r1_penalty']:.3f}")
+                    text = (
+                        f"kimg {row['kimg']:.2f}  {row['images_per_s']:.1f} img/s  G {row['loss_g']:.3f}  "
+                        f"D {row['loss_d_fake'] + row['loss_d_real']:.3f}  R1 {row['r1_penalty']:.3f}"
+                    )
                     window = {"t": time.perf_counter(), "images": 0, "sums": {}, "n": 0}
-                keep = options.keep_snapshot_every is not None and (step % options.keep_snapshot_every == 0 or step == total_steps)
+                keep = options.keep_snapshot_every is not None and (
+                    step % options.keep_snapshot_every == 0 or step == total_steps
+                )
                 if keep:
                     # Before the training state of the same step: a state never outlives the kept snapshots up to it.
                     keep_snapshot(step)
@@ -414,8 +483,10 @@ def train(
     except BaseException:
         if aside[0]:
             _restore_previous_run(run_dir)
-            print(f"note: training stopped before its first checkpoint; the earlier run's outputs in '{run_dir}' were put back",
-                  file=sys.stderr)
+            print(
+                f"note: training stopped before its first checkpoint; the earlier run's outputs in '{run_dir}' were put back",
+                file=sys.stderr,
+            )
         raise
     if ctx.is_main and plots_path is not None and last_saved == resumed_from:
         # Nothing was trained (resumed at the end): `dvc repro -f` deletes the plots file before the

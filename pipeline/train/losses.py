@@ -57,4 +57,3 @@ def path_length_penalty(lengths: Tensor, target: Tensor, weight: float, interval
     """(|J^T y| - a)^2 per image times weight (StyleGAN2: 2), times `interval` for the lazy variant;
     a is the running mean of the lengths (StyleGAN2's pl_mean)."""
     return (lengths - target).square() * (weight * interval)
-

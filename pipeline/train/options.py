@@ -28,7 +28,18 @@ DEFAULT_LR = {
 }
 
 # Options that may change between a run and its resumption without changing what is being trained.
-RESUMABLE_CHANGES = frozenset({"iterations", "kimg", "snapshot_every", "keep_snapshot_every", "log_every", "num_workers", "device", "batch_per_gpu"})
+RESUMABLE_CHANGES = frozenset(
+    {
+        "iterations",
+        "kimg",
+        "snapshot_every",
+        "keep_snapshot_every",
+        "log_every",
+        "num_workers",
+        "device",
+        "batch_per_gpu",
+    }
+)
 
 
 class TrainConfig(BaseModel):
@@ -37,29 +48,72 @@ class TrainConfig(BaseModel):
     # allow_inf_nan: `eps: .inf` or an infinite learning rate would train nothing, silently.
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    total_batch: int = Field(default=64, gt=0, description="images per step over all processes (paper: 32/16/8 per GPU x 4 GPUs at 128/256/1024)")
-    batch_per_gpu: int | None = Field(default=None, gt=0, description="images per forward pass on one process; smaller than total_batch / processes accumulates gradients (None: no accumulation)")
-    iterations: int = Field(default=800_000, gt=0, description="training steps (one D step + one G step each); paper: 800k")
-    kimg: float | None = Field(default=None, gt=0, description="training length in thousands of real images shown; when given it sets the length instead of iterations")
-    lr: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_LR), description="learning rate per parameter group: 'd' for the discriminator, the generator's param_groups() names for the rest; given entries replace the defaults one by one")
-    betas: tuple[float, float] = Field(default=(0.0, 0.98), description="Adam betas (0.99 for beta2 in StyleGAN2-ADA variants)")
+    total_batch: int = Field(
+        default=64,
+        gt=0,
+        description="images per step over all processes (paper: 32/16/8 per GPU x 4 GPUs at 128/256/1024)",
+    )
+    batch_per_gpu: int | None = Field(
+        default=None,
+        gt=0,
+        description="images per forward pass on one process; smaller than total_batch / processes accumulates gradients (None: no accumulation)",
+    )
+    iterations: int = Field(
+        default=800_000, gt=0, description="training steps (one D step + one G step each); paper: 800k"
+    )
+    kimg: float | None = Field(
+        default=None,
+        gt=0,
+        description="training length in thousands of real images shown; when given it sets the length instead of iterations",
+    )
+    lr: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_LR),
+        description="learning rate per parameter group: 'd' for the discriminator, the generator's param_groups() names for the rest; given entries replace the defaults one by one",
+    )
+    betas: tuple[float, float] = Field(
+        default=(0.0, 0.98), description="Adam betas (0.99 for beta2 in StyleGAN2-ADA variants)"
+    )
     eps: float = Field(default=1e-8, gt=0)
     r1_gamma: float = Field(default=10.0, ge=0.0, description="R1 weight gamma on real images; 0 disables R1")
-    r1_interval: int = Field(default=1, ge=1, description="apply R1 every this many steps (paper: every step); > 1 is the lazy variant, its term scaled by the interval")
-    r1_convention: Literal["inr_gan", "stylegan2"] = Field(default="inr_gan", description="inr_gan: + gamma * mean ||grad||^2 (the authors' code); stylegan2: + gamma/2 * mean ||grad||^2")
-    pl_weight: float = Field(default=0.0, ge=0.0, description="StyleGAN2's path-length regularisation weight (2 in StyleGAN2; 0, off, in "
-                             "the INR-GAN recipe); StyleGAN2-style generators only")
-    pl_interval: int = Field(default=4, ge=1, description="path-length term every this many G steps (lazy, scaled by the interval; StyleGAN2: 4)")
+    r1_interval: int = Field(
+        default=1,
+        ge=1,
+        description="apply R1 every this many steps (paper: every step); > 1 is the lazy variant, its term scaled by the interval",
+    )
+    r1_convention: Literal["inr_gan", "stylegan2"] = Field(
+        default="inr_gan",
+        description="inr_gan: + gamma * mean ||grad||^2 (the authors' code); stylegan2: + gamma/2 * mean ||grad||^2",
+    )
+    pl_weight: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="StyleGAN2's path-length regularisation weight (2 in StyleGAN2; 0, off, in "
+        "the INR-GAN recipe); StyleGAN2-style generators only",
+    )
+    pl_interval: int = Field(
+        default=4,
+        ge=1,
+        description="path-length term every this many G steps (lazy, scaled by the interval; StyleGAN2: 4)",
+    )
     pl_decay: float = Field(default=0.01, gt=0.0, lt=1.0, description="decay of the running mean of path lengths")
     pl_batch_shrink: int = Field(default=2, ge=1, description="the path-length pass uses the G batch divided by this")
-    ema: float = Field(default=0.999, ge=0.0, lt=1.0, description="G_ema <- ema * G_ema + (1 - ema) * G after each G step")
+    ema: float = Field(
+        default=0.999, ge=0.0, lt=1.0, description="G_ema <- ema * G_ema + (1 - ema) * G after each G step"
+    )
     hflip: bool = Field(default=True, strict=True, description="random horizontal flips of real images")
-    mixed_precision: Literal["off", "bf16", "fp16"] = Field(default="off", description="autocast of G and D forward passes; CUDA only")
-    snapshot_every: int = Field(default=5000, gt=0, description="steps between network snapshot + training state + sample grid (also written at the end)")
+    mixed_precision: Literal["off", "bf16", "fp16"] = Field(
+        default="off", description="autocast of G and D forward passes; CUDA only"
+    )
+    snapshot_every: int = Field(
+        default=5000,
+        gt=0,
+        description="steps between network snapshot + training state + sample grid (also written at the end)",
+    )
     keep_snapshot_every: int | None = Field(
-        default=None, gt=0,
+        default=None,
+        gt=0,
         description="steps between kept G_ema-only snapshots (snapshots/snapshot-<step>.pt, also written at the end) that score.curve "
-                    "scores for FID vs kimg; independent of snapshot_every; None keeps none",
+        "scores for FID vs kimg; independent of snapshot_every; None keeps none",
     )
     log_every: int = Field(default=100, gt=0, description="steps between rows of the plots file and MLflow metrics")
     sample_grid: int = Field(default=8, gt=0, le=32, description="side of the fixed-seed sample grid")
@@ -67,7 +121,10 @@ class TrainConfig(BaseModel):
     seed: int = Field(default=0, ge=0, description="seeds model initialisation, latents, flips and data order")
     num_workers: int = Field(default=0, ge=0, description="data loader worker processes per training process")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="auto: CUDA when available, else CPU")
-    discriminator: dict[str, Any] = Field(default_factory=dict, description="discriminator settings (DiscriminatorSpec minus resolution, which follows the generator); empty: StyleGAN2 config-e")
+    discriminator: dict[str, Any] = Field(
+        default_factory=dict,
+        description="discriminator settings (DiscriminatorSpec minus resolution, which follows the generator); empty: StyleGAN2 config-e",
+    )
 
     @field_validator("*", mode="before")
     @classmethod
@@ -79,8 +136,10 @@ class TrainConfig(BaseModel):
         bad = {k: x for k, x in items if isinstance(x, bool)}
         if bad:
             shown = bad[None] if None in bad else bad if isinstance(v, Mapping) else list(v)
-            raise ValueError(f"expected a number, got the boolean {shown!r} (YAML reads an unquoted true/false/yes/no/on/off as a "
-                             "boolean); write the number")
+            raise ValueError(
+                f"expected a number, got the boolean {shown!r} (YAML reads an unquoted true/false/yes/no/on/off as a "
+                "boolean); write the number"
+            )
         return v
 
     @field_validator("mixed_precision", mode="before")
@@ -154,11 +213,15 @@ def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, An
     # Nested mappings (lr, discriminator) merge key by key so a row can change one learning rate.
     out = dict(base)
     for key, value in override.items():
-        out[key] = _merge(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) else value
+        out[key] = (
+            _merge(out[key], value) if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) else value
+        )
     return out
 
 
-def resolve_train_config(defaults: TrainConfig | Mapping[str, Any], override: Mapping[str, Any] | None = None, where: str = "train") -> TrainConfig:
+def resolve_train_config(
+    defaults: TrainConfig | Mapping[str, Any], override: Mapping[str, Any] | None = None, where: str = "train"
+) -> TrainConfig:
     """The defaults section with one row's overrides on top, validated; errors name the key and `where`."""
     base = defaults.model_dump(exclude_unset=True) if isinstance(defaults, TrainConfig) else dict(defaults)
     override = dict(override or {})
@@ -174,8 +237,19 @@ def resolve_train_config(defaults: TrainConfig | Mapping[str, Any], override: Ma
         lines = [f"invalid training options in {where}:"]
         for e in err.errors():
             key = ".".join(str(p) for p in e["loc"]) or "(top level)"
-            msg = "unknown key (check its spelling)" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
-            if e["type"] in ("finite_number", "int_type", "bool_type", "int_from_float", "float_parsing", "int_parsing"):
+            msg = (
+                "unknown key (check its spelling)"
+                if e["type"] == "extra_forbidden"
+                else e["msg"].removeprefix("Value error, ")
+            )
+            if e["type"] in (
+                "finite_number",
+                "int_type",
+                "bool_type",
+                "int_from_float",
+                "float_parsing",
+                "int_parsing",
+            ):
                 msg += f", got {e['input']!r}"
             lines.append(f"  {key}: {msg}")
         raise ConfigError("\n".join(lines)) from None

@@ -17,7 +17,15 @@ from torch import Tensor, nn
 
 from pipeline.train.distributed import DistContext, average_gradients, mean_over_ranks
 from pipeline.train.ema import make_ema, update_ema
-from pipeline.train.losses import d_fake_loss, d_real_loss, g_nonsaturating_loss, path_length_penalty, path_lengths, r1_grad_sq, r1_penalty
+from pipeline.train.losses import (
+    d_fake_loss,
+    d_real_loss,
+    g_nonsaturating_loss,
+    path_length_penalty,
+    path_lengths,
+    r1_grad_sq,
+    r1_penalty,
+)
 from pipeline.train.options import TrainConfig
 
 D_STATS = ("loss_d_fake", "loss_d_real", "r1_grad_sq", "r1_penalty", "grad_norm_d")
@@ -45,11 +53,15 @@ def generator_param_groups(generator: nn.Module, lr: Mapping[str, float]) -> lis
     for name, params in groups.items():
         for p in params:
             if id(p) in seen:
-                raise ValueError(f"a generator parameter of shape {tuple(p.shape)} is in both groups {seen[id(p)]!r} and {name!r}")
+                raise ValueError(
+                    f"a generator parameter of shape {tuple(p.shape)} is in both groups {seen[id(p)]!r} and {name!r}"
+                )
             seen[id(p)] = name
     left_out = [n for n, p in generator.named_parameters() if id(p) not in seen]
     if left_out:
-        raise ValueError(f"generator parameters in no group of param_groups(): {', '.join(left_out[:5])}{' ...' if len(left_out) > 5 else ''}")
+        raise ValueError(
+            f"generator parameters in no group of param_groups(): {', '.join(left_out[:5])}{' ...' if len(left_out) > 5 else ''}"
+        )
     return [{"params": params, "lr": lr[name], "name": name} for name, params in groups.items() if params]
 
 
@@ -61,9 +73,19 @@ def grad_norm(params: list[nn.Parameter]) -> Tensor:
 class GANTrainer:
     """G, D, G_ema, their optimisers and loss scalers; `step()` runs one iteration of the recipe."""
 
-    def __init__(self, generator: nn.Module, discriminator: nn.Module, options: TrainConfig, ctx: DistContext, per_rank: int, rounds: int = 1):
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        options: TrainConfig,
+        ctx: DistContext,
+        per_rank: int,
+        rounds: int = 1,
+    ):
         if options.mixed_precision != "off" and ctx.device.type != "cuda":
-            raise ValueError(f"train.mixed_precision {options.mixed_precision!r} needs a CUDA device (running on {ctx.device}); set it to 'off'")
+            raise ValueError(
+                f"train.mixed_precision {options.mixed_precision!r} needs a CUDA device (running on {ctx.device}); set it to 'off'"
+            )
         self.options, self.ctx = options, ctx
         self.per_rank, self.chunk = per_rank, per_rank // rounds
         self.G = generator.to(ctx.device).train()
@@ -80,8 +102,10 @@ class GANTrainer:
         self.scaler_d = torch.amp.GradScaler("cuda", enabled=fp16)
         self.amp_dtype = AMP_DTYPES.get(options.mixed_precision)
         if options.pl_weight > 0 and not hasattr(self.G, "broadcast_ws"):
-            raise ValueError(f"train.pl_weight {options.pl_weight}: path-length regularisation needs per-layer styles "
-                             f"(a StyleGAN2-style generator), and {type(generator).__name__} has none; set pl_weight: 0 for this row")
+            raise ValueError(
+                f"train.pl_weight {options.pl_weight}: path-length regularisation needs per-layer styles "
+                f"(a StyleGAN2-style generator), and {type(generator).__name__} has none; set pl_weight: 0 for this row"
+            )
         self.pl_mean = torch.zeros((), device=ctx.device)  # running mean of path lengths (StyleGAN2's pl_mean)
 
     def _autocast(self):
@@ -144,7 +168,11 @@ class GANTrainer:
         names = G_STATS
         if self.options.pl_weight > 0:
             names = (*G_STATS[:-1], *PL_STATS, G_STATS[-1])  # _apply appends the gradient norm after the sums
-            pl = self._path_length_step(z) if step % self.options.pl_interval == 0 else torch.zeros(2, device=sums.device)
+            pl = (
+                self._path_length_step(z)
+                if step % self.options.pl_interval == 0
+                else torch.zeros(2, device=sums.device)
+            )
             sums = torch.cat([sums, pl])
         stats = self._apply(self.G, self.opt_g, self.scaler_g, sums, names, "G", step)
         update_ema(self.G_ema, self.G, self.options.ema)
@@ -167,8 +195,16 @@ class GANTrainer:
         self.scaler_g.scale(penalty).backward()
         return torch.stack([mean_length, penalty.detach().float()])
 
-    def _apply(self, model: nn.Module, optimiser: torch.optim.Optimizer, scaler: torch.amp.GradScaler, sums: Tensor,
-               names: tuple[str, ...], phase: str, step: int) -> dict[str, float]:
+    def _apply(
+        self,
+        model: nn.Module,
+        optimiser: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler,
+        sums: Tensor,
+        names: tuple[str, ...],
+        phase: str,
+        step: int,
+    ) -> dict[str, float]:
         params = [p for p in model.parameters() if p.grad is not None]
         average_gradients(params, self.ctx)
         scaler.unscale_(optimiser)
@@ -187,9 +223,13 @@ class GANTrainer:
 
     def state_dict(self) -> dict:
         return {
-            "G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
-            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-            "scaler_g": self.scaler_g.state_dict(), "scaler_d": self.scaler_d.state_dict(),
+            "G": self.G.state_dict(),
+            "D": self.D.state_dict(),
+            "G_ema": self.G_ema.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "scaler_g": self.scaler_g.state_dict(),
+            "scaler_d": self.scaler_d.state_dict(),
             "pl_mean": self.pl_mean.detach().cpu(),
         }
 

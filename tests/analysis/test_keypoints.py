@@ -6,7 +6,14 @@ import torch
 
 from pipeline.analysis import WeightsError
 from pipeline.analysis.keypoints import (
-    FAN_FILE, FAN_URL, FANKeypoints, build_fan, heatmap_argmax, keypoint_mse, load_regressor, save_regressor,
+    FAN_FILE,
+    FAN_URL,
+    FANKeypoints,
+    build_fan,
+    heatmap_argmax,
+    keypoint_mse,
+    load_regressor,
+    save_regressor,
     train_keypoint_regressor,
 )
 from pipeline.data import synthetic_faces

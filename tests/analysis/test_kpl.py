@@ -6,6 +6,7 @@ import torch
 
 from pipeline.analysis.kpl import keypoint_prediction_loss, sample_keypoints
 from pipeline.analysis.options import KPLOptions
+
 from .toy import LinearKeypointGenerator, RowKeypoints
 
 

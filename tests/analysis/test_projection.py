@@ -8,9 +8,18 @@ import torch
 
 from pipeline.analysis import WeightsError
 from pipeline.analysis.projection import (
-    PixelDomainLoss, ProjectionOptions, VGGFeatureDistance, latent_statistics, learning_rate, make_loss, noise_scale, project,
-    save_projection_figure, vgg16_features,
+    PixelDomainLoss,
+    ProjectionOptions,
+    VGGFeatureDistance,
+    latent_statistics,
+    learning_rate,
+    make_loss,
+    noise_scale,
+    project,
+    save_projection_figure,
+    vgg16_features,
 )
+
 from .toy import ToyGenerator
 
 FAST = ProjectionOptions(steps=300, lr=0.1, num_mean_samples=2000, batch_size=2, loss="pixel_domain")
@@ -85,14 +94,18 @@ def test_vgg_losses_load_weights_from_paths(tmp_path):
     torch.save(lin, tmp_path / "lin.pth")
     x, y = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
     unweighted = make_loss(ProjectionOptions(loss="vgg_features", vgg_weights=tmp_path / "vgg.pth"))
-    lpips = make_loss(ProjectionOptions(loss="lpips_vgg", vgg_weights=tmp_path / "vgg.pth", lpips_weights=tmp_path / "lin.pth"))
+    lpips = make_loss(
+        ProjectionOptions(loss="lpips_vgg", vgg_weights=tmp_path / "vgg.pth", lpips_weights=tmp_path / "lin.pth")
+    )
     assert isinstance(lpips, VGGFeatureDistance) and lpips.name == "lpips_vgg" and unweighted.name == "vgg_features"
     for loss in (unweighted, lpips):
         same, diff = loss(x, loss.target_state(x)), loss(y, loss.target_state(x))
         assert same.shape == (2,) and float(same.abs().max()) < 1e-6 and float(diff.min()) > 0
     # uniform lin weights of 1 make LPIPS the unweighted distance
     torch.save({k: torch.ones_like(v) for k, v in lin.items()}, tmp_path / "ones.pth")
-    ones = make_loss(ProjectionOptions(loss="lpips_vgg", vgg_weights=tmp_path / "vgg.pth", lpips_weights=tmp_path / "ones.pth"))
+    ones = make_loss(
+        ProjectionOptions(loss="lpips_vgg", vgg_weights=tmp_path / "vgg.pth", lpips_weights=tmp_path / "ones.pth")
+    )
     assert torch.allclose(ones(y, ones.target_state(x)), unweighted(y, unweighted.target_state(x)))
 
 
@@ -101,7 +114,11 @@ def test_missing_vgg_weights_say_where_to_put_them(tmp_path, monkeypatch):
     with pytest.raises(WeightsError) as err:
         make_loss(ProjectionOptions(loss="vgg_features"))
     msg = str(err.value)
-    assert "vgg16-397923af.pth" in msg and "https://download.pytorch.org/models/vgg16-397923af.pth" in msg and str(tmp_path / "torch") in msg
+    assert (
+        "vgg16-397923af.pth" in msg
+        and "https://download.pytorch.org/models/vgg16-397923af.pth" in msg
+        and str(tmp_path / "torch") in msg
+    )
     _save_random_vgg(tmp_path / "vgg.pth")
     with pytest.raises(WeightsError, match="lpips-vgg-v0.1.pth"):
         make_loss(ProjectionOptions(loss="lpips_vgg", vgg_weights=tmp_path / "vgg.pth"))

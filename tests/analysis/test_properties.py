@@ -7,12 +7,27 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.analysis.properties import extrapolate, extrapolation_grid, frequency_norms, interpolate, inr_params, super_resolve
+from pipeline.analysis.properties import (
+    extrapolate,
+    extrapolation_grid,
+    frequency_norms,
+    inr_params,
+    interpolate,
+    super_resolve,
+)
 from pipeline.models.registry import build_generator
 
 HYPER = dict(z_dim=8, hyper_dim=16, hyper_residual=1)
-INR_GAN = dict(kind="inr_gan", resolution=16, rank=2, **HYPER,
-               blocks=[dict(resolution=8, width=8, n_freqs=4, n_layers=1), dict(resolution=16, width=8, n_freqs=3, n_layers=1, to_rgb=True)])
+INR_GAN = dict(
+    kind="inr_gan",
+    resolution=16,
+    rank=2,
+    **HYPER,
+    blocks=[
+        dict(resolution=8, width=8, n_freqs=4, n_layers=1),
+        dict(resolution=16, width=8, n_freqs=3, n_layers=1, to_rgb=True),
+    ],
+)
 ROWS = {
     "inr_gan": INR_GAN,
     "hyper_fourier": dict(kind="hyper_fourier", resolution=8, width=8, n_layers=2, n_freqs=4, **HYPER),
@@ -35,7 +50,9 @@ def test_extrapolation_centre_is_the_image(row):
         k = round(margin * s)
         assert wide.shape[-1] == s + 2 * k
         assert torch.allclose(wide[..., k : k + s, k : k + s], native, atol=1e-5)
-        assert not torch.allclose(wide[..., :k, :k], wide[..., k : 2 * k, k : 2 * k], atol=1e-3)  # something new outside
+        assert not torch.allclose(
+            wide[..., :k, :k], wide[..., k : 2 * k, k : 2 * k], atol=1e-3
+        )  # something new outside
 
 
 def test_extrapolation_grid_refuses_margins_that_change_the_pixel_spacing():
@@ -63,7 +80,9 @@ def test_parameter_interpolation_ends_at_both_images_and_differs_from_a_pixel_bl
     in_params, in_pixels = interpolate(G, w[:2], w[1:], steps=5)
     native = super_resolve(G, w)["native"]
     assert in_params.shape == (2, 5, 3, G.resolution, G.resolution)
-    assert torch.allclose(in_params[:, 0], native[:2], atol=1e-6) and torch.allclose(in_params[:, -1], native[1:], atol=1e-6)
+    assert torch.allclose(in_params[:, 0], native[:2], atol=1e-6) and torch.allclose(
+        in_params[:, -1], native[1:], atol=1e-6
+    )
     assert torch.allclose(in_pixels[:, 2], 0.5 * (native[:2] + native[1:]), atol=1e-6)  # the pixel blend, t = 1/2
     assert not torch.allclose(in_params[:, 2], in_pixels[:, 2], atol=1e-3)
     with pytest.raises(ValueError, match="at least 2 steps"):
@@ -74,7 +93,9 @@ def test_frequencies_are_row_norms_of_the_generated_bases():
     G, w = _generator(INR_GAN)
     norms = frequency_norms(G, w)
     assert [len(n) for n in norms] == [3 * 4, 3 * 3]  # images x F per block
-    raw = inr_params(G, w).detach()[:, : 2 * 4].reshape(3, 4, 2) * 10.0  # block 0's basis: B = 10 * raw, (b_x, b_y) rows
+    raw = (
+        inr_params(G, w).detach()[:, : 2 * 4].reshape(3, 4, 2) * 10.0
+    )  # block 0's basis: B = 10 * raw, (b_x, b_y) rows
     expected = torch.sqrt(raw[..., 0] ** 2 + raw[..., 1] ** 2).flatten().double().numpy()
     assert norms[0] == pytest.approx(expected, rel=1e-6)
     G_latent, w_latent = _generator(ROWS["latent_inr"])
@@ -82,6 +103,8 @@ def test_frequencies_are_row_norms_of_the_generated_bases():
 
 
 def test_convolutional_generators_are_refused():
-    G = build_generator(dict(kind="stylegan2", resolution=16, z_dim=8, w_dim=8, mapping_layers=2, channel_base=128, channel_max=16))
+    G = build_generator(
+        dict(kind="stylegan2", resolution=16, z_dim=8, w_dim=8, mapping_layers=2, channel_base=128, channel_max=16)
+    )
     with pytest.raises(ValueError, match="no INR decoder"):
         extrapolate(G, torch.zeros(1, 8), (0.5,))

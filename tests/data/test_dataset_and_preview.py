@@ -76,27 +76,40 @@ def _damage_images(path: Path, how: str) -> None:
         path.write_bytes(b"")  # np.load raised EOFError, which the CLI printed as a bare "Aborted."
 
 
-@pytest.mark.parametrize("how, expected", [
-    ("float01", r"images.npy' holds float32 images, but the format is uint8 in 0..255"),
-    ("grayscale", r"images.npy' holds an array of shape \(8, 32, 32\), but the format is \(N, S, S, 3\)"),
-    ("truncated", r"images.npy' is truncated or not a .npy array"),
-    ("random", r"images.npy' is truncated or not a .npy array"),
-    ("empty", r"images.npy' is truncated or not a .npy array \(EOFError"),
-])
+@pytest.mark.parametrize(
+    "how, expected",
+    [
+        ("float01", r"images.npy' holds float32 images, but the format is uint8 in 0..255"),
+        ("grayscale", r"images.npy' holds an array of shape \(8, 32, 32\), but the format is \(N, S, S, 3\)"),
+        ("truncated", r"images.npy' is truncated or not a .npy array"),
+        ("random", r"images.npy' is truncated or not a .npy array"),
+        ("empty", r"images.npy' is truncated or not a .npy array \(EOFError"),
+    ],
+)
 def test_damaged_images_are_named_with_the_command_that_remakes_them(prepared: Path, how: str, expected: str) -> None:
     # Issue #15 items 4 and 12.
     _damage_images(prepared / "images.npy", how)
-    with pytest.raises(PreparedDataError, match=rf"prepared dataset file '.*faces/{expected}.*re-run `pipeline prepare --dataset faces`"):
+    with pytest.raises(
+        PreparedDataError,
+        match=rf"prepared dataset file '.*faces/{expected}.*re-run `pipeline prepare --dataset faces`",
+    ):
         PreparedDataset(prepared)
 
 
-@pytest.mark.parametrize("name, content, expected", [
-    ("meta.json", b'{"num_classes": ', r"meta.json' is not valid JSON"),
-    ("meta.json", b"[1, 2, 3]", r"meta.json' holds list \[1, 2, 3\], not a JSON object"),
-    ("labels.npy", np.zeros(7, np.int64), r"labels.npy' holds int64 of shape \(7,\), but images.npy has 8 images"),
-    ("labels.npy", np.zeros(8, np.float32), r"labels.npy' holds float32 of shape \(8,\)"),
-    ("keypoints.npy", np.zeros((7, 5, 2), np.float32), r"keypoints.npy' holds an array of shape \(7, 5, 2\), but images.npy has 8"),
-])
+@pytest.mark.parametrize(
+    "name, content, expected",
+    [
+        ("meta.json", b'{"num_classes": ', r"meta.json' is not valid JSON"),
+        ("meta.json", b"[1, 2, 3]", r"meta.json' holds list \[1, 2, 3\], not a JSON object"),
+        ("labels.npy", np.zeros(7, np.int64), r"labels.npy' holds int64 of shape \(7,\), but images.npy has 8 images"),
+        ("labels.npy", np.zeros(8, np.float32), r"labels.npy' holds float32 of shape \(8,\)"),
+        (
+            "keypoints.npy",
+            np.zeros((7, 5, 2), np.float32),
+            r"keypoints.npy' holds an array of shape \(7, 5, 2\), but images.npy has 8",
+        ),
+    ],
+)
 def test_damaged_metadata_labels_and_keypoints_are_named(prepared: Path, name: str, content, expected: str) -> None:
     if isinstance(content, bytes):
         (prepared / name).write_bytes(content)
@@ -113,7 +126,12 @@ def test_a_zero_byte_images_file_is_a_named_error_with_exit_code_2_through_the_c
     where = project / "data" / "prepared" / "faces32"
     prepare_dataset(DatasetConfig(source="synthetic_faces", resolution=32, num_images=8), where)
     (where / "images.npy").write_bytes(b"")
-    res = subprocess.run([sys.executable, "-m", "pipeline", "train", "--row", "inr_gan"], cwd=project, capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "pipeline", "train", "--row", "inr_gan"], cwd=project, capture_output=True, text=True
+    )
     assert res.returncode == 2, res.stderr
-    assert "data/prepared/faces32/images.npy' is truncated" in res.stderr and "pipeline prepare --dataset faces32" in res.stderr
+    assert (
+        "data/prepared/faces32/images.npy' is truncated" in res.stderr
+        and "pipeline prepare --dataset faces32" in res.stderr
+    )
     assert "Traceback" not in res.stderr and not (project / "runs").exists()

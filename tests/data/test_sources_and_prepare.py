@@ -114,7 +114,9 @@ def test_prepare_folder_skips_and_names_corrupt_files(tmp_path: Path) -> None:
 def test_prepare_lsun10_with_corrupt_records(tmp_path: Path) -> None:
     a = _lsun(tmp_path / "a_lmdb", 6, 1, corrupt=1)
     b = _lsun(tmp_path / "b_lmdb", 6, 2)
-    cfg = DatasetConfig(source="lsun10", categories={"a": a, "b": b}, per_category=7, resolution=8, max_bad_fraction=0.2)
+    cfg = DatasetConfig(
+        source="lsun10", categories={"a": a, "b": b}, per_category=7, resolution=8, max_bad_fraction=0.2
+    )
     with pytest.warns(UserWarning, match="skipped 1"):
         stats = prepare_dataset(cfg, tmp_path / "out")
     assert stats["num_images"] == 12 and stats["class_counts"] == [6, 6]
@@ -141,7 +143,9 @@ def test_nothing_readable_or_empty(tmp_path: Path) -> None:
     junk.mkdir()
     (junk / "x.png").write_bytes(b"nope")
     with pytest.raises(PrepareError, match="unreadable|could be decoded"):
-        prepare_dataset(DatasetConfig(source="folder", path=junk, resolution=16, max_bad_fraction=0.99), tmp_path / "o2")
+        prepare_dataset(
+            DatasetConfig(source="folder", path=junk, resolution=16, max_bad_fraction=0.99), tmp_path / "o2"
+        )
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
 
 
@@ -182,7 +186,9 @@ def test_16_bit_greyscale_is_scaled_to_8_bits_not_clipped(tmp_path: Path) -> Non
 def test_images_without_an_8_bit_form_are_refused_by_name(tmp_path: Path) -> None:
     root = _folder(tmp_path / "imgs", {"a": 3})
     Image.fromarray(np.random.default_rng(0).random((20, 20)).astype(np.float32)).save(root / "a" / "depth.tif")
-    with pytest.raises(PrepareError, match=r"image 'a/depth.tif' has floating-point pixels \(mode F\).*convert it to 8-bit"):
+    with pytest.raises(
+        PrepareError, match=r"image 'a/depth.tif' has floating-point pixels \(mode F\).*convert it to 8-bit"
+    ):
         prepare_dataset(DatasetConfig(source="folder", path=root, resolution=16), tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["imgs"]
 
@@ -191,7 +197,9 @@ def test_tiny_images_are_counted_and_named(tmp_path: Path) -> None:
     root = _folder(tmp_path / "imgs", {"a": 3})
     Image.new("RGB", (1, 1), (9, 9, 9)).save(root / "a" / "dot.png")
     cfg = DatasetConfig(source="folder", path=root, resolution=16)
-    with pytest.warns(UserWarning, match=r"1 image\(s\) of 4 have a side under 1/4 of the resolution 16.*a/dot.png \(1 x 1\)"):
+    with pytest.warns(
+        UserWarning, match=r"1 image\(s\) of 4 have a side under 1/4 of the resolution 16.*a/dot.png \(1 x 1\)"
+    ):
         stats = prepare_dataset(cfg, tmp_path / "out")
     meta = json.loads((tmp_path / "out" / "meta.json").read_text())
     assert stats["num_tiny"] == meta["num_tiny"] == 1 and meta["tiny_names"] == ["a/dot.png (1 x 1)"]
@@ -217,7 +225,9 @@ def test_a_disk_without_room_is_named_before_anything_is_written(tmp_path: Path,
     (out / "old.txt").write_text("previous good output")
     cfg = DatasetConfig(source="synthetic_faces", resolution=32, num_images=100, seed=1)
     monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(1 << 30, 1 << 30, 100_000))
-    with pytest.raises(NoSpaceLeft, match=rf"no space left on {tmp_path}: writing '{out}' needs 1\.3 MiB and 0\.1 MiB are free"):
+    with pytest.raises(
+        NoSpaceLeft, match=rf"no space left on {tmp_path}: writing '{out}' needs 1\.3 MiB and 0\.1 MiB are free"
+    ):
         prepare_dataset(cfg, out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and (out / "old.txt").exists()
 

@@ -114,9 +114,7 @@ def test_another_process_renders_identical_pixels():
     repo_root = str(Path(synthetic_faces.__file__).resolve().parents[2])
     python_path = os.pathsep.join([repo_root, os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, "PYTHONPATH": python_path}
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env
-    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env)
     here = render_faces([3, 11], 64, SEED)
     expected = hashlib.sha256(here.images.tobytes() + here.keypoints.tobytes()).hexdigest()
     assert result.stdout == expected

@@ -12,9 +12,9 @@ from pipeline.config import DatasetConfig
 from pipeline.data.dataset import PreparedDataset
 from pipeline.data.prepare import prepare_dataset
 from pipeline.metrics.domain import DomainFeatures, load_domain_net, save_domain_net, train_domain_net
-from pipeline.metrics.options import DomainNetConfig
 from pipeline.metrics.frechet import frechet_distance_stats
 from pipeline.metrics.inception import nhwc_to_nchw, summarize
+from pipeline.metrics.options import DomainNetConfig
 
 FAST = DomainNetConfig(width=12, epochs=8, batch=64, lr=0.01, holdout_fraction=0.1, seed=0)
 
@@ -51,8 +51,10 @@ def test_fd_domain_orders_real_blurred_noise(faces, trained):
     a, b = images[:1000], images[1000:]
     noise = torch.randint(0, 256, b.shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     ref = summarize(a.split(250), ext).stats
-    fd = {name: frechet_distance_stats(ref, summarize(x.split(250), ext).stats) for name, x in
-          (("real", b), ("blurred", _blur(b)), ("noise", noise))}
+    fd = {
+        name: frechet_distance_stats(ref, summarize(x.split(250), ext).stats)
+        for name, x in (("real", b), ("blurred", _blur(b)), ("noise", noise))
+    }
     print("fd_domain:", {k: round(v, 4) for k, v in fd.items()})
     assert fd["real"] < fd["blurred"] < fd["noise"]
     assert fd["blurred"] > 2 * fd["real"]

@@ -14,7 +14,14 @@ from torch import nn
 import pipeline.metrics.inception as inception
 from pipeline.metrics.frechet import frechet_distance_stats
 from pipeline.metrics.inception import (
-    INCEPTION_FILE, INCEPTION_URL, InceptionFeatures, WeightsNotFound, inception_score, quantize, resolve_inception_weights, summarize,
+    INCEPTION_FILE,
+    INCEPTION_URL,
+    InceptionFeatures,
+    WeightsNotFound,
+    inception_score,
+    quantize,
+    resolve_inception_weights,
+    summarize,
 )
 
 

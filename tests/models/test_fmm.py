@@ -17,11 +17,14 @@ def _split(raw: torch.Tensor, n_out: int, n_in: int, r: int):
     return a, b, raw[:, n_out * r + r * n_in :]
 
 
-@pytest.mark.parametrize("activation,act", [
-    ("sigmoid2", lambda x: 2 * torch.sigmoid(x)),
-    ("sigmoid", torch.sigmoid),
-    ("identity", lambda x: x),
-])
+@pytest.mark.parametrize(
+    "activation,act",
+    [
+        ("sigmoid2", lambda x: 2 * torch.sigmoid(x)),
+        ("sigmoid", torch.sigmoid),
+        ("identity", lambda x: x),
+    ],
+)
 def test_fmm_weight_is_shared_matrix_times_activated_low_rank_product(activation, act):
     torch.manual_seed(0)
     n_in, n_out, r, n = 6, 5, 3, 4

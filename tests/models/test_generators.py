@@ -11,24 +11,39 @@ from pipeline.models.registry import GENERATOR_KINDS, build_discriminator, build
 from pipeline.models.specs import INRGANSpec, paper_spec
 
 HYPER = dict(z_dim=8, hyper_dim=16, hyper_residual=1)
-TINY_INR_GAN_BLOCKS = [dict(resolution=8, width=8, n_freqs=4, n_layers=2, to_rgb=False),
-                       dict(resolution=16, width=8, n_freqs=2, n_layers=2, to_rgb=True)]
+TINY_INR_GAN_BLOCKS = [
+    dict(resolution=8, width=8, n_freqs=4, n_layers=2, to_rgb=False),
+    dict(resolution=16, width=8, n_freqs=2, n_layers=2, to_rgb=True),
+]
 TINY_INR_ROWS = {
     "latent_inr": dict(kind="latent_inr", resolution=8, width=8, n_layers=3, **HYPER),
     "hyper_inr": dict(kind="hyper_inr", resolution=8, width=8, n_layers=3, **HYPER),
     "hyper_fourier": dict(kind="hyper_fourier", resolution=8, width=8, n_layers=3, n_freqs=4, **HYPER),
     "hyper_fmm": dict(kind="hyper_fmm", resolution=8, width=8, n_layers=3, n_freqs=4, rank=4, **HYPER),
     "inr_gan": dict(kind="inr_gan", resolution=16, blocks=TINY_INR_GAN_BLOCKS, rank=4, **HYPER),
-    "inr_gan_identity_fmm": dict(kind="inr_gan", resolution=16, blocks=TINY_INR_GAN_BLOCKS, rank=4,
-                                 fmm_activation="identity", **HYPER),
-    "inr_gan_bilinear": dict(kind="inr_gan", resolution=16, blocks=TINY_INR_GAN_BLOCKS, rank=1,
-                             upsampling="bilinear", **HYPER),
+    "inr_gan_identity_fmm": dict(
+        kind="inr_gan", resolution=16, blocks=TINY_INR_GAN_BLOCKS, rank=4, fmm_activation="identity", **HYPER
+    ),
+    "inr_gan_bilinear": dict(
+        kind="inr_gan", resolution=16, blocks=TINY_INR_GAN_BLOCKS, rank=1, upsampling="bilinear", **HYPER
+    ),
 }
 TINY_OTHER_ROWS = {
-    "stylegan2": dict(kind="stylegan2", resolution=16, z_dim=8, w_dim=8, mapping_layers=2, channel_base=128,
-                      channel_max=16),
-    "inr_gan_sg2": dict(kind="inr_gan_sg2", resolution=16, z_dim=8, w_dim=8, channel_base=128, channel_max=16,
-                        random_fourier_features=4, const_channels=4, const_channels_high=2, fmm_rank=2),
+    "stylegan2": dict(
+        kind="stylegan2", resolution=16, z_dim=8, w_dim=8, mapping_layers=2, channel_base=128, channel_max=16
+    ),
+    "inr_gan_sg2": dict(
+        kind="inr_gan_sg2",
+        resolution=16,
+        z_dim=8,
+        w_dim=8,
+        channel_base=128,
+        channel_max=16,
+        random_fourier_features=4,
+        const_channels=4,
+        const_channels_high=2,
+        fmm_rank=2,
+    ),
 }
 
 
@@ -90,13 +105,23 @@ def test_coordinate_rows_render_any_grid_and_interpolate_in_parameter_space(row)
     p = g.inr_params(g.mapping(torch.randn(2, g.z_dim)))
     mid = g.render(0.5 * (p[:1] + p[1:]), Grid(g.resolution))
     assert mid.shape == (1, 3, g.resolution, g.resolution)
-    assert g.synthesize(g.mapping(torch.randn(1, g.z_dim)), Grid(2 * g.resolution, -0.5, 1.5)).shape[-1] == 2 * g.resolution
+    assert (
+        g.synthesize(g.mapping(torch.randn(1, g.z_dim)), Grid(2 * g.resolution, -0.5, 1.5)).shape[-1]
+        == 2 * g.resolution
+    )
     assert g.synthesize(g.mapping(torch.randn(1, g.z_dim)), g.resolution // 2).shape[-1] == g.resolution // 2
 
 
 def test_registry_knows_every_kind():
-    assert set(GENERATOR_KINDS) == {"latent_inr", "hyper_inr", "hyper_fourier", "hyper_fmm", "inr_gan",
-                                    "inr_gan_sg2", "stylegan2"}
+    assert set(GENERATOR_KINDS) == {
+        "latent_inr",
+        "hyper_inr",
+        "hyper_fourier",
+        "hyper_fmm",
+        "inr_gan",
+        "inr_gan_sg2",
+        "stylegan2",
+    }
     for kind in ("latent_inr", "hyper_fmm", "inr_gan"):
         assert parse_generator_spec({"kind": kind, "resolution": 128}).kind == kind
 
@@ -106,18 +131,21 @@ def test_discriminator_builds_from_a_mapping():
     assert d(torch.randn(4, 3, 16, 16)).shape[0] == 4
 
 
-@pytest.mark.parametrize("settings,match", [
-    ({"kind": "vae"}, r"unknown generator kind 'vae'.*inr_gan"),
-    ({"resolution": 8}, r"unknown generator kind None"),
-    ({**TINY_INR_ROWS["hyper_fmm"], "rank": 9}, r"rank 9 .*rank <= 8"),
-    ({**TINY_INR_ROWS["inr_gan"], "rank": 5}, r"rank 5 .*rank <= 4"),
-    ({"kind": "inr_gan", "resolution": 512}, r"no block configuration for resolution 512.*\[128, 256, 1024\]"),
-    ({**TINY_INR_ROWS["inr_gan"], "resolution": 32}, r"resolution 32 has no block.*\[8, 16\]"),
-    ({**TINY_INR_ROWS["hyper_inr"], "resolution": 100}, r"resolution 100 .*power of two"),
-    ({**TINY_INR_ROWS["hyper_inr"], "widht": 8}, r"widht"),
-    ({**TINY_INR_ROWS["inr_gan"], "upsampling": "bicubic"}, r"bicubic"),
-    ({**TINY_INR_ROWS["hyper_fmm"], "fmm_activation": "tanh"}, r"tanh"),
-])
+@pytest.mark.parametrize(
+    "settings,match",
+    [
+        ({"kind": "vae"}, r"unknown generator kind 'vae'.*inr_gan"),
+        ({"resolution": 8}, r"unknown generator kind None"),
+        ({**TINY_INR_ROWS["hyper_fmm"], "rank": 9}, r"rank 9 .*rank <= 8"),
+        ({**TINY_INR_ROWS["inr_gan"], "rank": 5}, r"rank 5 .*rank <= 4"),
+        ({"kind": "inr_gan", "resolution": 512}, r"no block configuration for resolution 512.*\[128, 256, 1024\]"),
+        ({**TINY_INR_ROWS["inr_gan"], "resolution": 32}, r"resolution 32 has no block.*\[8, 16\]"),
+        ({**TINY_INR_ROWS["hyper_inr"], "resolution": 100}, r"resolution 100 .*power of two"),
+        ({**TINY_INR_ROWS["hyper_inr"], "widht": 8}, r"widht"),
+        ({**TINY_INR_ROWS["inr_gan"], "upsampling": "bicubic"}, r"bicubic"),
+        ({**TINY_INR_ROWS["hyper_fmm"], "fmm_activation": "tanh"}, r"tanh"),
+    ],
+)
 def test_bad_settings_fail_with_a_message_naming_the_value(settings, match):
     with pytest.raises(ValueError, match=match):
         build_generator(settings)

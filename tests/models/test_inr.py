@@ -141,4 +141,7 @@ def test_fourier_bases_are_the_bases_each_block_renders_with():
         bases = decoder.fourier_bases(raw)
         assert len(bases) == len(used) and all(torch.equal(a, b) for a, b in zip(bases, used))
         assert bases[0].shape == (2, fourier_modules[0].n_freqs, 2)
-    assert SingleScaleINR(8, 4, 2, embedding="coords", layer="dense").fourier_bases(torch.zeros(1, 4 * 3 + 4 * 7 + 15)) == []
+    assert (
+        SingleScaleINR(8, 4, 2, embedding="coords", layer="dense").fourier_bases(torch.zeros(1, 4 * 3 + 4 * 7 + 15))
+        == []
+    )

@@ -11,8 +11,16 @@ from pipeline.models.coords import Grid
 from pipeline.models.inr_sg2 import CoordinateEmbedding, INRStyleGAN2Generator, INRStyleGAN2Spec, RowNormFMM
 
 TINY = dict(
-    resolution=16, z_dim=16, w_dim=16, channel_base=128, channel_max=16, fmm_rank=2, const_channels=4,
-    const_channels_high=4, random_fourier_features=4, random_fourier_resolutions=(16,),
+    resolution=16,
+    z_dim=16,
+    w_dim=16,
+    channel_base=128,
+    channel_max=16,
+    fmm_rank=2,
+    const_channels=4,
+    const_channels_high=4,
+    random_fourier_features=4,
+    random_fourier_resolutions=(16,),
 )
 
 
@@ -71,7 +79,9 @@ def test_learned_constant_is_exact_on_the_native_grid_and_interpolated_elsewhere
     assert torch.allclose(dense[:, 1, 1], emb.const[:, :2, :2].mean(dim=(1, 2)), atol=1e-5)
 
 
-@pytest.mark.parametrize("resolution, blocks", [(16, [8, 16]), (32, [16, 32]), (64, [32, 64]), (256, [32, 64, 128, 256])])
+@pytest.mark.parametrize(
+    "resolution, blocks", [(16, [8, 16]), (32, [16, 32]), (64, [32, 64]), (256, [32, 64, 128, 256])]
+)
 def test_input_resolution_is_min_32_and_half_the_target(resolution, blocks):
     assert INRStyleGAN2Spec(resolution=resolution).block_resolutions() == blocks
 

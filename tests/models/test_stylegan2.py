@@ -96,7 +96,10 @@ def test_unfused_gradients_equal_fused_gradients():
     for up in (False, True):
         grads = []
         for fused in (True, False):
-            x, weight, styles = (t.clone().requires_grad_(True) for t in (torch.randn(2, 3, 4, 4), torch.randn(5, 3, 3, 3), torch.randn(2, 3)))
+            x, weight, styles = (
+                t.clone().requires_grad_(True)
+                for t in (torch.randn(2, 3, 4, 4), torch.randn(5, 3, 3, 3), torch.randn(2, 3))
+            )
             modulated_conv2d(x, weight, styles, up=up, kernel=k, fused=fused).square().sum().backward()
             grads.append([x.grad, weight.grad, styles.grad])
             torch.manual_seed(3)

@@ -28,7 +28,9 @@ def test_a_training_state_missing_keys_is_named_and_left_alone(tmp_path):
     del state["options"], state["sampler"], state["format"]
     save_checkpoint(run / TRAINING_STATE, state)
     before = (run / TRAINING_STATE).read_bytes()
-    with pytest.raises(CheckpointError, match=r"checkpoint '.*training-state.pt' lacks 'options', 'sampler' \(it holds .*'models'.*\)"):
+    with pytest.raises(
+        CheckpointError, match=r"checkpoint '.*training-state.pt' lacks 'options', 'sampler' \(it holds .*'models'.*\)"
+    ):
         train(toy_options(iterations=4), ToyGenerator, ToyDiscriminator, ToyImages(), run, progress=False)
     assert (run / TRAINING_STATE).read_bytes() == before
 

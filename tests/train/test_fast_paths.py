@@ -21,7 +21,6 @@ from pipeline.train.options import TrainConfig
 from pipeline.train.trainer import GANTrainer
 
 
-
 class Generator16(nn.Module):
     """A 16 x 16 generator with the trainer's interface (the smallest discriminator is at 16 px)."""
 
@@ -84,14 +83,17 @@ def test_channels_last_discriminator_gives_the_nchw_values_and_input_gradient():
     torch.manual_seed(3)
     x = torch.randn(4, 3, 16, 16, requires_grad=True)
     (g_new,) = torch.autograd.grad(d(x).sum(), x, create_graph=True)
+
     # Reference: the same network evaluated layer by layer on NCHW tensors.
     def plain(img):
         h = d.from_rgb(img.contiguous())
         for block in d.blocks:
             h = block(h.contiguous())
         from pipeline.models.discriminator import minibatch_stddev
+
         h = d.conv(minibatch_stddev(h.contiguous(), d.spec.mbstd_group_size, d.spec.mbstd_num_features).contiguous())
         return d.out(d.fc(h.flatten(1))).squeeze(1)
+
     x2 = x.detach().clone().requires_grad_(True)
     (g_ref,) = torch.autograd.grad(plain(x2).sum(), x2, create_graph=True)
     torch.testing.assert_close(d(x), plain(x), rtol=1e-5, atol=1e-5)
@@ -130,7 +132,9 @@ def test_skip_layer_with_e_is_not_symmetric_in_h_and_e():
 
 
 def _options(**kw) -> TrainConfig:
-    return TrainConfig(total_batch=4, iterations=3, r1_gamma=1.0, lr={"d": 0.01, "inr": 0.01, "hyper": 0.01}, device="cpu", **kw)
+    return TrainConfig(
+        total_batch=4, iterations=3, r1_gamma=1.0, lr={"d": 0.01, "inr": 0.01, "hyper": 0.01}, device="cpu", **kw
+    )
 
 
 def test_fused_adam_updates_equal_the_per_tensor_adam():
@@ -212,7 +216,9 @@ def test_discriminator_r1_gradients_equal_the_plain_filters():
     def r1_weight_grads():
         xx = x.clone().requires_grad_(True)
         (g,) = torch.autograd.grad(d(xx).sum(), xx, create_graph=True)
-        grads = torch.autograd.grad(g.square().sum(), list(d.parameters()), allow_unused=True)  # biases of the head: none
+        grads = torch.autograd.grad(
+            g.square().sum(), list(d.parameters()), allow_unused=True
+        )  # biases of the head: none
         return [torch.zeros(()) if gr is None else gr for gr in grads]
 
     new = r1_weight_grads()

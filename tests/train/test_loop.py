@@ -31,10 +31,16 @@ def test_outputs_snapshot_state_samples_and_plots(tmp_path):
     assert state["step"] == 6 and state["images_seen"] == 48 and len(state["rng"]) == 1
     assert state["sampler"] == {"epoch": 1, "batch": 2, "batches_per_epoch": 4, "dataset_size": 32}
     assert {"opt_g", "opt_d", "G_ema"} <= set(state["models"])
-    assert sorted(p.name for p in (run / "samples").iterdir()) == ["step-0000002.png", "step-0000004.png", "step-0000006.png"]
+    assert sorted(p.name for p in (run / "samples").iterdir()) == [
+        "step-0000002.png",
+        "step-0000004.png",
+        "step-0000006.png",
+    ]
     rows = list(csv.DictReader((tmp_path / "plots.csv").open()))
     assert len(rows) == 6 and float(rows[-1]["kimg"]) == pytest.approx(0.048)
-    assert {"loss_g", "loss_d_real", "loss_d_fake", "r1_penalty", "grad_norm_g", "grad_norm_d", "images_per_s"} <= set(rows[0])
+    assert {"loss_g", "loss_d_real", "loss_d_fake", "r1_penalty", "grad_norm_g", "grad_norm_d", "images_per_s"} <= set(
+        rows[0]
+    )
     assert all(float(r["r1_penalty"]) > 0 for r in rows)
     # `dvc repro -f` deletes the plots file and re-runs a finished row: resuming at the end writes it again.
     (tmp_path / "plots.csv").unlink()
@@ -47,10 +53,18 @@ def test_kept_snapshots_at_their_steps_and_the_last(tmp_path):
     run = tmp_path / "run"
     _train(tmp_path, options=toy_options(iterations=7, keep_snapshot_every=3), snapshot_info={"row": "toy"})
     kept = kept_snapshot_files(run)
-    assert list(kept) == [3, 6, 7] and [p.name for p in kept.values()] == ["snapshot-0000003.pt", "snapshot-0000006.pt", "snapshot-0000007.pt"]
+    assert list(kept) == [3, 6, 7] and [p.name for p in kept.values()] == [
+        "snapshot-0000003.pt",
+        "snapshot-0000006.pt",
+        "snapshot-0000007.pt",
+    ]
     last = load_checkpoint(kept[7])
     assert set(last) == {"format", "G_ema", "step", "kimg", "info", "options"} and last["info"] == {"row": "toy"}
-    assert last["step"] == 7 and last["kimg"] == pytest.approx(0.056) and load_checkpoint(kept[3])["kimg"] == pytest.approx(0.024)
+    assert (
+        last["step"] == 7
+        and last["kimg"] == pytest.approx(0.056)
+        and load_checkpoint(kept[3])["kimg"] == pytest.approx(0.024)
+    )
     final = load_checkpoint(run / "network-snapshot.pt")["G_ema"]
     assert all(last["G_ema"][k].equal(final[k]) for k in final)  # the last kept snapshot is the scored generator
     assert not all(load_checkpoint(kept[3])["G_ema"][k].equal(final[k]) for k in final)
@@ -102,7 +116,9 @@ def test_hflip_mirrors_about_half_of_the_reals(tmp_path, monkeypatch):
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     # Fetch 1 is the shape check; steps 1-2 fetch 2..17, step 3 starts at fetch 18.
-    with pytest.raises(TrainingDiverged, match=r"non-finite loss_d_real = nan.*last good checkpoint .*step 2\) is kept"):
+    with pytest.raises(
+        TrainingDiverged, match=r"non-finite loss_d_real = nan.*last good checkpoint .*step 2\) is kept"
+    ):
         _train(tmp_path, ToyImages(nan_from=20))
     state = load_checkpoint(tmp_path / "run" / TRAINING_STATE)
     assert state["step"] == 2
@@ -117,7 +133,10 @@ def test_bad_input_stops_before_training(tmp_path):
         def __getitem__(self, i):
             return torch.zeros(3, 16, 16), 0
 
-    with pytest.raises(TrainingInputError, match=r"dataset 'faces' holds images of shape \(3, 16, 16\) but the generator makes \(3, 8, 8\)"):
+    with pytest.raises(
+        TrainingInputError,
+        match=r"dataset 'faces' holds images of shape \(3, 16, 16\) but the generator makes \(3, 8, 8\)",
+    ):
         _train(tmp_path, Big(), dataset_name="faces")
     with pytest.raises(ConfigError, match="not divisible by the number of processes 3"):
         from pipeline.train.distributed import DistContext
@@ -149,9 +168,14 @@ def test_resume_refuses_changed_options_and_continues_longer_runs(tmp_path):
     summary = _train(tmp_path, options=toy_options(iterations=4))
     assert summary.resumed_from == 2 and summary.step == 4
     restarted = _train(tmp_path, options=toy_options(iterations=4, r1_gamma=1.0), restart_on_change=True)
-    assert restarted.resumed_from is None and load_checkpoint(tmp_path / "run" / TRAINING_STATE)["options"]["r1_gamma"] == 1.0
+    assert (
+        restarted.resumed_from is None
+        and load_checkpoint(tmp_path / "run" / TRAINING_STATE)["options"]["r1_gamma"] == 1.0
+    )
 
 
 def test_benchmark_reports_images_per_second():
-    result = benchmark_training(ToyGenerator(), ToyDiscriminator(), toy_options(), batch=4, steps=3, warmup=1, device="cpu")
+    result = benchmark_training(
+        ToyGenerator(), ToyDiscriminator(), toy_options(), batch=4, steps=3, warmup=1, device="cpu"
+    )
     assert result["images_per_s"] > 0 and result["device"] == "cpu" and result["step_s_q1"] <= result["step_s_q3"]

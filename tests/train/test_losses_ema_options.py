@@ -148,7 +148,10 @@ def test_resume_compatibility_ignores_length_and_workers():
 
 
 def test_keep_snapshot_every_must_be_positive_or_unset():
-    assert TrainConfig().keep_snapshot_every is None and TrainConfig(keep_snapshot_every=3, snapshot_every=2).keep_snapshot_every == 3
+    assert (
+        TrainConfig().keep_snapshot_every is None
+        and TrainConfig(keep_snapshot_every=3, snapshot_every=2).keep_snapshot_every == 3
+    )
     with pytest.raises(ConfigError, match=r"keep_snapshot_every: Input should be greater than 0"):
         resolve_train_config({}, {"keep_snapshot_every": 0}, where="rows.x.train")
 
@@ -173,7 +176,9 @@ def test_path_lengths_of_a_linear_image_equal_the_closed_form():
     expected = torch.einsum("ldp,np->nld", A, y).square().sum(2).mean(1).sqrt()
     lengths = path_lengths(images, ws, noise)
     assert torch.allclose(lengths, expected, rtol=1e-5)
-    assert torch.allclose(path_length_penalty(lengths, torch.tensor(1.0), weight=2.0, interval=4), (expected - 1) ** 2 * 8)
+    assert torch.allclose(
+        path_length_penalty(lengths, torch.tensor(1.0), weight=2.0, interval=4), (expected - 1) ** 2 * 8
+    )
 
 
 def test_path_length_regularisation_trains_g_and_resumes_its_running_mean():
@@ -189,8 +194,12 @@ def test_path_length_regularisation_trains_g_and_resumes_its_running_mean():
         return t, t.step(reals, z[0], z[1], step=0)
 
     trainer, stats = trained(opts)
-    assert stats["pl_length"] > 0 and float(trainer.pl_mean) == pytest.approx(0.01 * stats["pl_length"])  # decay 0.01 from 0
-    assert stats["pl_penalty"] == pytest.approx(2.0 * 2 * (stats["pl_length"] - float(trainer.pl_mean)) ** 2, rel=0.3)  # ~ (mean - a)^2
+    assert stats["pl_length"] > 0 and float(trainer.pl_mean) == pytest.approx(
+        0.01 * stats["pl_length"]
+    )  # decay 0.01 from 0
+    assert stats["pl_penalty"] == pytest.approx(
+        2.0 * 2 * (stats["pl_length"] - float(trainer.pl_mean)) ** 2, rel=0.3
+    )  # ~ (mean - a)^2
     plain, plain_stats = trained(toy_options())
     assert "pl_length" not in plain_stats
     assert not torch.allclose(trainer.G.inr.weight, plain.G.inr.weight)  # the penalty's gradient reached G
@@ -207,9 +216,13 @@ def test_path_length_regularisation_on_a_stylegan2_generator():
     from pipeline.models.registry import build_discriminator, build_generator
 
     torch.manual_seed(0)
-    G = build_generator(dict(kind="stylegan2", resolution=16, z_dim=8, w_dim=8, mapping_layers=2, channel_base=64, channel_max=8))
+    G = build_generator(
+        dict(kind="stylegan2", resolution=16, z_dim=8, w_dim=8, mapping_layers=2, channel_base=64, channel_max=8)
+    )
     D = build_discriminator({"resolution": 16, "channel_base": 64, "channel_max": 8})
-    trainer = GANTrainer(G, D, toy_options(pl_weight=2.0, r1_convention="stylegan2"), DistContext(device=torch.device("cpu")), per_rank=4)
+    trainer = GANTrainer(
+        G, D, toy_options(pl_weight=2.0, r1_convention="stylegan2"), DistContext(device=torch.device("cpu")), per_rank=4
+    )
     stats = trainer.step(torch.rand(4, 3, 16, 16) * 2 - 1, torch.randn(4, 8), torch.randn(4, 8), step=0)
     assert stats["pl_length"] > 0 and math.isfinite(stats["pl_penalty"]) and math.isfinite(stats["grad_norm_g"])
 
@@ -227,19 +240,22 @@ def test_plots_file_gains_the_path_length_columns():
     assert header == [*PLOT_COLUMNS, "pl_length", "pl_penalty"]
 
 
-@pytest.mark.parametrize("override, expected", [
-    ({"eps": math.inf}, r"eps: Input should be a finite number, got inf"),  # trained nothing: Adam's steps were 0
-    ({"kimg": math.inf}, r"kimg: Input should be a finite number, got inf"),  # an OverflowError from --dry-run
-    ({"kimg": 1e306}, r"kimg: 1e\+306 is too large"),
-    ({"lr": {"d": math.inf}}, r"lr.d: Input should be a finite number, got inf"),
-    ({"betas": [0.0, math.nan]}, r"betas.1: Input should be a finite number, got nan"),
-    ({"r1_gamma": math.inf}, r"r1_gamma: Input should be a finite number, got inf"),
-    ({"iterations": True}, r"iterations: expected a number, got the boolean True \(YAML reads"),  # was one step
-    ({"snapshot_every": False}, r"snapshot_every: expected a number, got the boolean False"),
-    ({"lr": {"d": True}}, r"lr: expected a number, got the boolean \{'d': True\}"),
-    ({"ema": True}, r"ema: expected a number, got the boolean True"),
-    ({"hflip": 1}, r"hflip: Input should be a valid boolean, got 1"),
-])
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ({"eps": math.inf}, r"eps: Input should be a finite number, got inf"),  # trained nothing: Adam's steps were 0
+        ({"kimg": math.inf}, r"kimg: Input should be a finite number, got inf"),  # an OverflowError from --dry-run
+        ({"kimg": 1e306}, r"kimg: 1e\+306 is too large"),
+        ({"lr": {"d": math.inf}}, r"lr.d: Input should be a finite number, got inf"),
+        ({"betas": [0.0, math.nan]}, r"betas.1: Input should be a finite number, got nan"),
+        ({"r1_gamma": math.inf}, r"r1_gamma: Input should be a finite number, got inf"),
+        ({"iterations": True}, r"iterations: expected a number, got the boolean True \(YAML reads"),  # was one step
+        ({"snapshot_every": False}, r"snapshot_every: expected a number, got the boolean False"),
+        ({"lr": {"d": True}}, r"lr: expected a number, got the boolean \{'d': True\}"),
+        ({"ema": True}, r"ema: expected a number, got the boolean True"),
+        ({"hflip": 1}, r"hflip: Input should be a valid boolean, got 1"),
+    ],
+)
 def test_non_finite_numbers_and_yaml_booleans_are_named(override, expected):
     # Issue #15 items 5 and 13.
     with pytest.raises(ConfigError, match=rf"invalid training options in rows.x.train:\n  {expected}"):
@@ -248,7 +264,12 @@ def test_non_finite_numbers_and_yaml_booleans_are_named(override, expected):
 
 def test_yaml_off_still_means_no_mixed_precision_and_plain_numbers_still_pass():
     options = resolve_train_config({}, {"mixed_precision": False, "hflip": False, "r1_gamma": 1, "kimg": 2})
-    assert options.mixed_precision == "off" and options.hflip is False and options.r1_gamma == 1.0 and options.total_steps == 31
+    assert (
+        options.mixed_precision == "off"
+        and options.hflip is False
+        and options.r1_gamma == 1.0
+        and options.total_steps == 31
+    )
 
 
 def test_dry_run_with_infinite_kimg_is_a_named_error(project: Path):
@@ -262,4 +283,6 @@ def test_dry_run_with_infinite_kimg_is_a_named_error(project: Path):
     data["train"].pop("iterations", None)
     Path("params.yaml").write_text(yaml.safe_dump(data))
     result = CliRunner().invoke(app, ["train", "--row", "inr_gan", "--dry-run"])
-    assert isinstance(result.exception, ConfigError) and "kimg: Input should be a finite number, got inf" in str(result.exception)
+    assert isinstance(result.exception, ConfigError) and "kimg: Input should be a finite number, got inf" in str(
+        result.exception
+    )

@@ -22,8 +22,16 @@ OPTIONS = toy_options(iterations=4, keep_snapshot_every=1)
 
 
 def _train(run: Path, data=None, options=OPTIONS, **kw):
-    return train(options, ToyGenerator, ToyDiscriminator, data or ToyImages(), run, progress=False,
-                 options_record={"row": "toy"}, **kw)
+    return train(
+        options,
+        ToyGenerator,
+        ToyDiscriminator,
+        data or ToyImages(),
+        run,
+        progress=False,
+        options_record={"row": "toy"},
+        **kw,
+    )
 
 
 def _files(run: Path) -> dict[str, bytes]:
@@ -39,11 +47,19 @@ def finished(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
     return run, before
 
 
-@pytest.mark.parametrize("how", [{"resume": False}, {"restart_on_change": True, "options": toy_options(iterations=4, keep_snapshot_every=1, r1_gamma=1.0)}])
+@pytest.mark.parametrize(
+    "how",
+    [
+        {"resume": False},
+        {"restart_on_change": True, "options": toy_options(iterations=4, keep_snapshot_every=1, r1_gamma=1.0)},
+    ],
+)
 def test_a_restart_that_fails_before_its_first_checkpoint_puts_the_earlier_run_back(finished, how):
     run, before = finished
     # Fetch 1 is the shape check, step 1 fetches 2..9: NaN images from fetch 3 diverge in step 1.
-    with pytest.raises(TrainingDiverged, match=r"no checkpoint was written yet, and the earlier run's outputs were put back"):
+    with pytest.raises(
+        TrainingDiverged, match=r"no checkpoint was written yet, and the earlier run's outputs were put back"
+    ):
         _train(run, ToyImages(nan_from=3), **how)
     assert _files(run) == before and not (run / PREVIOUS_RUN_DIR).exists()
     # The row is the earlier run, whole: its curve is still there for score.

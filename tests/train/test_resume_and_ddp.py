@@ -13,8 +13,8 @@ import socket
 import torch
 
 from pipeline.train.checkpoint import TRAINING_STATE, kept_snapshot_files, load_checkpoint
-from pipeline.train.loop import train
 from pipeline.train.distributed import init_from_env, shutdown
+from pipeline.train.loop import train
 
 from .toy import NoisyToyGenerator, ToyDiscriminator, ToyGenerator, ToyImages, toy_options
 
@@ -23,7 +23,9 @@ FORK = mp.get_context("fork")
 
 def _run(run_dir, options=None, data=None, ctx=None, generator=ToyGenerator):
     kwargs = {"ctx": ctx} if ctx is not None else {}
-    return train(options or toy_options(), generator, ToyDiscriminator, data or ToyImages(), run_dir, progress=False, **kwargs)
+    return train(
+        options or toy_options(), generator, ToyDiscriminator, data or ToyImages(), run_dir, progress=False, **kwargs
+    )
 
 
 def _killed_child(run_dir, kill_at, options=None):
@@ -31,7 +33,13 @@ def _killed_child(run_dir, kill_at, options=None):
 
 
 def _rank_child(rank, world, port, run_dir, options):
-    env = {"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    env = {
+        "RANK": str(rank),
+        "WORLD_SIZE": str(world),
+        "LOCAL_RANK": str(rank),
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+    }
     ctx = init_from_env(env, "cpu", timeout_s=60)
     try:
         _run(run_dir, options, ctx=ctx)
@@ -63,9 +71,14 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path):
     assert load_checkpoint(tmp_path / "killed" / TRAINING_STATE)["step"] == 2
     summary = _run(tmp_path / "killed", generator=NoisyToyGenerator)  # the same command again
     assert summary.resumed_from == 2 and summary.step == 6
-    whole, resumed = load_checkpoint(tmp_path / "whole" / TRAINING_STATE), load_checkpoint(tmp_path / "killed" / TRAINING_STATE)
+    whole, resumed = (
+        load_checkpoint(tmp_path / "whole" / TRAINING_STATE),
+        load_checkpoint(tmp_path / "killed" / TRAINING_STATE),
+    )
     _assert_same_models(whole["models"], resumed["models"], exact=True)
-    assert whole["models"]["opt_g"]["state"][0]["exp_avg_sq"].equal(resumed["models"]["opt_g"]["state"][0]["exp_avg_sq"])
+    assert whole["models"]["opt_g"]["state"][0]["exp_avg_sq"].equal(
+        resumed["models"]["opt_g"]["state"][0]["exp_avg_sq"]
+    )
     assert [r["loss_g"] for r in whole["log"]] == [r["loss_g"] for r in resumed["log"]]
     assert resumed["images_seen"] == whole["images_seen"] == 48
 

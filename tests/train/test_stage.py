@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-import yaml
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from pipeline.config import ConfigError, parse_params
@@ -31,9 +31,13 @@ def _prepare(root: Path, n: int = 32, res: int = 8) -> None:
 
 @pytest.fixture
 def toy_row(project: Path, micro_dict: dict, monkeypatch: pytest.MonkeyPatch):
-    micro_dict["rows"] = {"toy": {"dataset": "faces32", "table": "test", "generator": {"kind": "stylegan2", "resolution": 32}}}
+    micro_dict["rows"] = {
+        "toy": {"dataset": "faces32", "table": "test", "generator": {"kind": "stylegan2", "resolution": 32}}
+    }
     micro_dict["train"] = {}  # the paper's recipe; tests pass their own toy options
-    monkeypatch.setattr(stage, "model_factories", lambda generator, options, resolution: (ToyGenerator, ToyDiscriminator))
+    monkeypatch.setattr(
+        stage, "model_factories", lambda generator, options, resolution: (ToyGenerator, ToyDiscriminator)
+    )
     return parse_params(micro_dict)
 
 
@@ -56,7 +60,10 @@ def test_stage_writes_run_folder_plots_and_one_mlflow_run(project: Path, toy_row
 
 
 def test_missing_and_empty_datasets_are_named(project: Path, toy_row) -> None:
-    with pytest.raises(TrainingInputError, match=r"prepared dataset 'data/prepared/faces32' does not exist; run `pipeline prepare --dataset faces32`"):
+    with pytest.raises(
+        TrainingInputError,
+        match=r"prepared dataset 'data/prepared/faces32' does not exist; run `pipeline prepare --dataset faces32`",
+    ):
         stage.run(toy_row, "toy", options=toy_options(), environ={}, progress=False)
     _prepare(project, n=0)
     with pytest.raises(TrainingInputError, match="data/prepared/faces32' is empty"):
@@ -98,7 +105,9 @@ def test_cli_says_when_a_row_is_already_trained(project: Path, toy_row, micro_di
     first = CliRunner().invoke(app, ["train", "--row", "toy"])
     assert first.exit_code == 0 and "trained toy: step 2, 0.016 kimg" in first.output, first.output
     again = CliRunner().invoke(app, ["train", "--row", "toy"])
-    assert again.exit_code == 0 and "toy is already trained: step 2, 0.016 kimg (raise train.kimg" in again.output, again.output
+    assert again.exit_code == 0 and "toy is already trained: step 2, 0.016 kimg (raise train.kimg" in again.output, (
+        again.output
+    )
 
 
 def test_train_many_trains_rows_side_by_side_and_reports_each_exit_code(project: Path) -> None:
@@ -110,9 +119,13 @@ def test_train_many_trains_rows_side_by_side_and_reports_each_exit_code(project:
     data["rows"]["broken"] = {**data["rows"]["inr_gan"], "dataset": "faces32_test"}
     params.write_text(yaml.safe_dump(data))
     lines: list[str] = []
-    codes = stage.train_many(params, ["inr_gan", "stylegan2", "broken"], jobs=2, log_dir=project / "runs" / "logs", echo=lines.append)
+    codes = stage.train_many(
+        params, ["inr_gan", "stylegan2", "broken"], jobs=2, log_dir=project / "runs" / "logs", echo=lines.append
+    )
     assert codes["inr_gan"] == 0 and codes["stylegan2"] == 0 and codes["broken"] == 2
-    assert (project / "runs" / "inr_gan" / "network-snapshot.pt").exists() and (project / "runs" / "stylegan2" / "training-state.pt").exists()
+    assert (project / "runs" / "inr_gan" / "network-snapshot.pt").exists() and (
+        project / "runs" / "stylegan2" / "training-state.pt"
+    ).exists()
     assert "pipeline prepare --dataset faces32_test" in (project / "runs" / "logs" / "broken.log").read_text()
     assert any(line.startswith("train broken: FAILED (exit 2)") for line in lines)
     assert sum("started" in line for line in lines) == 3
@@ -121,11 +134,20 @@ def test_train_many_trains_rows_side_by_side_and_reports_each_exit_code(project:
     assert again == {"inr_gan": 0} and "step 4" in (project / "runs" / "logs" / "inr_gan.log").read_text()
     # `then` commands join the pool after every row has started; their exit codes are reported too.
     lines.clear()
-    side = stage.train_many(params, ["inr_gan"], jobs=1, log_dir=project / "runs" / "logs", echo=lines.append,
-                            then=["echo side work; exit 3"])
+    side = stage.train_many(
+        params,
+        ["inr_gan"],
+        jobs=1,
+        log_dir=project / "runs" / "logs",
+        echo=lines.append,
+        then=["echo side work; exit 3"],
+    )
     assert side == {"inr_gan": 0, "then-1": 3}
     assert [line.split(":")[0] for line in lines] == ["train inr_gan", "train inr_gan", "then-1", "then-1"], lines
-    assert lines[-1].startswith("then-1: FAILED (exit 3)") and "side work" in (project / "runs" / "logs" / "then-1.log").read_text()
+    assert (
+        lines[-1].startswith("then-1: FAILED (exit 3)")
+        and "side work" in (project / "runs" / "logs" / "then-1.log").read_text()
+    )
     with pytest.raises(ConfigError, match="unknown row 'nope'"):
         stage.train_many(params, ["nope"], jobs=1, log_dir=project / "runs" / "logs")
 

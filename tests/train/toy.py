@@ -81,8 +81,15 @@ class ToyImages(Dataset):
 def toy_options(**overrides):
     from pipeline.train.options import TrainConfig
 
-    base = dict(total_batch=8, iterations=6, snapshot_every=2, log_every=1, sample_grid=2, device="cpu",
-                lr={"d": 0.01, "inr": 0.01, "hyper": 0.005})
+    base = dict(
+        total_batch=8,
+        iterations=6,
+        snapshot_every=2,
+        log_every=1,
+        sample_grid=2,
+        device="cpu",
+        lr={"d": 0.01, "inr": 0.01, "hyper": 0.005},
+    )
     return TrainConfig(**{**base, **overrides})
 
 
