@@ -209,15 +209,42 @@ def bench_train(
     steps: Annotated[int, typer.Option(help="timed steps (median reported)")] = 10,
     warmup: Annotated[int, typer.Option(help="untimed steps first")] = 3,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    mixed_precision: Annotated[
+        str | None, typer.Option(help="off, bf16 or fp16 on CUDA (default: the row's train.mixed_precision)")
+    ] = None,
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Training throughput of one row (images/s with a D step incl. R1 and a G step, on random images), as JSON."""
     params = load_params(params_path)
     from stages import train as stage
 
-    typer.echo(
-        json.dumps(stage.benchmark(params, row, batch=batch, steps=steps, warmup=warmup, device=device), indent=2)
+    result = stage.benchmark(
+        params, row, batch=batch, steps=steps, warmup=warmup, device=device, mixed_precision=mixed_precision
     )
+    typer.echo(json.dumps(result, indent=2))
+
+
+@app.command("gpu-check")
+def gpu_check(
+    out: Annotated[Path, typer.Option(help="JSON to write")] = Path("reports/benchmarks/gpu_check.json"),
+    params_path: Annotated[Path, typer.Option("--params", help="params file with the paper-size rows")] = Path(
+        "profiles/paper.yaml"
+    ),
+) -> None:
+    """GPU readiness in one run (<= 8 min on one GPU): the CUDA-only tests (pytest -m gpu), Table 2's generators
+    at 256 px in fp32 and bf16 (batch 50), paper-size training steps of INR-GAN and StyleGAN2 in fp32, bf16 and
+    fp16, and a 2-process NCCL all-reduce when 2 GPUs exist; one JSON with the device name. Exits 2 without CUDA."""
+    from pipeline import gpu_check as check
+
+    try:
+        report = check.gpu_check(params_path, out, echo=typer.echo)
+    except check.NeedsCuda as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    failed = [c["name"] for c in report["checks"] if c["status"] != "ok"]
+    typer.echo(f"wrote {out} ({report['device']}); " + (f"not ok: {', '.join(failed)}" if failed else "all ok"))
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command()
