@@ -186,12 +186,14 @@ def test_ui_keeps_its_port_when_free_and_finds_the_study_in_the_store(tmp_path: 
     db = tmp_path / "mlruns.db"
     with sqlite3.connect(db) as con:
         con.execute("CREATE TABLE experiments (experiment_id INTEGER, name TEXT)")
-        con.execute("INSERT INTO experiments VALUES (0, 'Default'), (3, 'inr-gan-default')")
-    assert _experiment_id(f"sqlite:///{db}", "inr-gan-default") == "3"
-    assert (
-        _experiment_id(f"sqlite:///{db}", "other") is None
-        and _experiment_id(f"sqlite:///{tmp_path / 'none.db'}", "x") is None
-    )
+        con.execute("CREATE TABLE experiment_tags (key TEXT, value TEXT, experiment_id INTEGER)")
+        con.execute("INSERT INTO experiments VALUES (0, 'Default'), (3, 'inr-gan-default'), (4, 'with-view')")
+        con.execute("INSERT INTO experiment_tags VALUES ('mlflow.sharedViewState.study', '{}', 4)")
+    assert _experiment_id(f"sqlite:///{db}", "inr-gan-default") == ("3", False)
+    assert _experiment_id(f"sqlite:///{db}", "with-view") == ("4", True)  # the link opens the study view
+    assert _experiment_id(f"sqlite:///{db}", "other") == (None, False) and _experiment_id(
+        f"sqlite:///{tmp_path / 'none.db'}", "x"
+    ) == (None, False)
 
 
 def test_profile_switch_writes_the_profiles_dvc_plots_and_dvc_draws_one_series_per_row(project: Path) -> None:
