@@ -256,8 +256,7 @@ class Tracker:
         self._start_monitor()
         for batch in _param_batches(self.record["params"]):
             self._call("log_params", lambda batch=batch: self._client.log_batch(self.run_id, params=batch))
-        for k, v in self.record["tags"].items():
-            self._call("set_tag", lambda k=k, v=v: self._client.set_tag(self.run_id, k, v))
+        # The tags went with create_run (the opener reads them now); the rest is logged here.
         for entry in self.record["inputs"]:
             self._call("log_input", lambda entry=entry: _log_dataset(self._client, self.run_id, entry))
         for path, artifact_path, *name in self.record["artifacts"]:
@@ -492,7 +491,8 @@ def stage_run(
         status = "FINISHED"
     finally:
         tracker.finish(status)
-        if tracker.skipped:
+        # A lazy run that logged no metric would not have existed: nothing to keep for later either.
+        if tracker.skipped and not (lazy and not record["metrics"]):
             _keep_pending(tracker, pending_dir)
 
 
@@ -559,11 +559,13 @@ def log_pending(uri: str, pending_dir: Path = PENDING_DIR) -> tuple[list[str], l
             metrics = [Metric(k, float(v), int(ts), int(step)) for k, (v, step, ts) in record["metrics"].items()]
             for i in range(0, len(metrics), 1000):
                 client.log_batch(run_id, metrics=metrics[i : i + 1000])
-            for path, artifact_path in record["artifacts"]:
+            for path, artifact_path, *as_name in record["artifacts"]:
                 if Path(path).exists():
-                    client.log_artifact(run_id, path, artifact_path)
+                    _log_file(client, run_id, path, artifact_path, *as_name)
                 else:
                     problems.append(f"{name}: artifact {path} no longer exists; logged without it")
+            for entry in record.get("inputs", []):
+                _log_dataset(client, run_id, entry)
             client.set_terminated(run_id, record.get("status", "FINISHED"), record.get("end_time"))
         except Exception as err:  # noqa: BLE001 - one bad record must not stop the others
             problems.append(f"{name} ({file}) could not be logged: {err}; it stays pending")
@@ -661,7 +663,7 @@ def log_study(
     params: Any, root: Path = Path("."), uri: str | None = None, tags: Mapping[str, str] | None = None
 ) -> bool:
     """One summary run per study (`study`, tag table=all) with the compiled tables (reports/tables/*.md
-    and *.csv, and reports/README.md) as artifacts, the tables as the experiment's description and the
+    and *.csv, reports/README.md and the MAC counts) as artifacts, the tables as the experiment's description and the
     study's runs-table view (`study_view`); True when it was logged."""
     uri = uri or resolve_tracking_uri(params.tracking.uri)
     tables = _table_texts(root)
@@ -678,6 +680,8 @@ def log_study(
             tracker.log_artifact(path, "tables")
         if (root / REPORTS / "README.md").is_file():
             tracker.log_artifact(root / REPORTS / "README.md")
+        if (root / REPORTS / "metrics" / "macs.json").is_file():  # Table 1's cost columns, per row and size
+            tracker.log_artifact(root / REPORTS / "metrics" / "macs.json", "metrics")
         if not tracker.enabled:
             return False
         try:

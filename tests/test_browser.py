@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cdp_browser import Browser, find_chromium
+from cdp_browser import Browser, find_chromium, ui_ready_limit_s
 
-READY_LIMIT_S = 15  # issue #14: the UI answers within 15 s on the 2-core development machine
 SCORES = {  # two rows of the micro profile, as their score stage writes them
     "inr_gan": {"fd_domain": 43.8102623, "is_domain": 8.1577965, "kimg": 0.032},
     "stylegan2": {"fd_domain": 172.9668628, "is_domain": 3.7142688, "kimg": 0.032},
@@ -82,7 +81,8 @@ def test_runs_table_and_compare_page_render_the_study(project: Path, chromium: s
             lines.append(ui.stdout.readline())
         ready_s = time.monotonic() - start
         assert lines[-1].startswith("ready after"), lines
-        assert ready_s < READY_LIMIT_S, f"pipeline ui answered after {ready_s:.1f} s"
+        limit = ui_ready_limit_s()
+        assert ready_s < limit, f"pipeline ui answered after {ready_s:.1f} s (limit {limit:.0f} s at this load)"
         # MLflow logs every request to this pipe: keep it drained, or a full pipe would stall the server.
         threading.Thread(target=ui.stdout.read, daemon=True).start()
         link = lines[-1].split(": ", 1)[1].strip()
@@ -125,4 +125,5 @@ def test_runs_table_and_compare_page_render_the_study(project: Path, chromium: s
         time.sleep(0.2)
     assert not _answers(f"{base}health"), f"the MLflow server still answers on port {port} after pipeline ui ended"
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # closed connections may linger in TIME_WAIT
         s.bind(("127.0.0.1", port))  # free again: nothing of the server is left listening

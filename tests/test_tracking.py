@@ -128,10 +128,18 @@ def test_a_skipped_run_is_logged_later_by_track_pending(project: Path, monkeypat
 
     artifact = project / "grid.png"
     artifact.write_bytes(b"png")
+    folder = project / "prepared"
+    folder.mkdir()
+    (folder / "meta.json").write_text('{"num_images": 3}')
     with stage_run("http://127.0.0.1:9", "study", "prepare/faces", {"stage": "prepare"}, {"a": {"b": 1}}) as tracker:
         tracker.log_metrics({"loss": 2.0}, step=1)
         tracker.log_metrics({"loss": 1.5}, step=2)
         tracker.log_artifact(artifact, "figures")
+        tracker.log_artifact(artifact, name="samples.png")
+        tracker.log_dataset(folder, "faces")
+    # A lazy run that logged nothing (a finished row) keeps no record: it would be an empty run.
+    with stage_run("http://127.0.0.1:9", "study", "train/done", {}, lazy=True):
+        pass
     [record] = (project / PENDING_DIR).glob("*.json")
     assert json.loads(record.read_text())["metrics"]["loss"][:2] == [1.5, 2]
 
@@ -149,6 +157,8 @@ def test_a_skipped_run_is_logged_later_by_track_pending(project: Path, monkeypat
     assert run.info.run_name == "prepare/faces" and run.info.status == "FINISHED"
     assert run.data.params["a.b"] == "1" and run.data.metrics["loss"] == 1.5 and run.data.tags["stage"] == "prepare"
     assert [a.path for a in client.list_artifacts(run.info.run_id, "figures")] == ["figures/grid.png"]
+    assert "samples.png" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert [i.dataset.name for i in run.inputs.dataset_inputs] == ["faces"]
     res = subprocess.run(
         [sys.executable, "-m", "pipeline", "track", "--pending"], cwd=project, capture_output=True, text=True
     )
@@ -308,6 +318,7 @@ def test_track_from_reports_fills_a_fresh_store_with_the_committed_headline_numb
     assert tables == {"inr_gan": "table1,table3", "inr_gan_sg2": "table2", "inr_gan_rank1": "fig8"}
     study = runs["study"]
     assert "tables/table1.md" in {a.path for a in client.list_artifacts(study.info.run_id, "tables")}
+    assert [a.path for a in client.list_artifacts(study.info.run_id, "metrics")] == ["metrics/macs.json"]
     exp = client.get_experiment_by_name(experiment)
     note = exp.tags["mlflow.note.content"]
     assert note.startswith("<!-- table1.md -->") and (root / "reports" / "tables" / "table2.md").read_text() in note
