@@ -23,7 +23,7 @@ from pipeline.config import PROFILES, ConfigError, Params, load_params, parse_pa
 from pipeline.data.prepare import PrepareError
 from pipeline.data.sources import SourceError
 from pipeline.io import NoSpaceLeft, write_text
-from pipeline.tracking import resolve_tracking_uri
+from pipeline.tracking import STUDY_VIEW_KEY, project_root, resolve_tracking_uri
 
 app = typer.Typer(
     name="pipeline",
@@ -436,19 +436,27 @@ def _free_port(host: str, preferred: int = 0) -> int:
     raise OSError(f"no free port on {host}")
 
 
-def _experiment_id(uri: str, name: str) -> str | None:
-    """The experiment's id in a SQLite store, read directly (importing MLflow costs seconds); None otherwise."""
+def _experiment_id(uri: str, name: str) -> tuple[str | None, bool]:
+    """The experiment's id in a SQLite store and whether it holds the study view (`pipeline track
+    --from-reports` or the tables stage store it), read directly (importing MLflow costs seconds);
+    (None, False) otherwise."""
     import sqlite3
 
     path = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
     if path is None or not path.is_file():
-        return None
+        return None, False
     try:
         with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)) as db:
             row = db.execute("SELECT experiment_id FROM experiments WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                return None, False
+            view = db.execute(
+                "SELECT 1 FROM experiment_tags WHERE experiment_id = ? AND key = ?",
+                (row[0], f"mlflow.sharedViewState.{STUDY_VIEW_KEY}"),
+            ).fetchone()
     except sqlite3.Error:
-        return None
-    return None if row is None else str(row[0])
+        return None, False
+    return str(row[0]), view is not None
 
 
 @app.command()
@@ -468,24 +476,31 @@ def ui(
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Start the MLflow UI on the study's tracking store; print its address, then the study's runs table
-    once the server answers."""
+    once the server answers. From a subfolder it finds the repository root's params.yaml and store."""
+    root = project_root()
+    if not params_path.is_absolute() and not params_path.exists() and (root / params_path).exists():
+        params_path = root / params_path
     params = load_params(params_path)
-    uri = resolve_tracking_uri(params.tracking.uri)
+    uri = resolve_tracking_uri(params.tracking.uri, base=params_path.resolve().parent)
     port = _free_port(host, port)
     mlflow_bin = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
     typer.echo(f"MLflow UI for {uri} at http://{host}:{port}  (starting; Ctrl+C stops it)")
     sys.stdout.flush()  # the address must be visible before the server blocks
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         typer.echo(
-            f"no tracking store at {uri.removeprefix('sqlite:///')} yet: `make repro` (or any stage) creates it; "
-            f"the UI starts empty"
+            f"no tracking store at {uri.removeprefix('sqlite:///')} yet: `make repro` (or any stage) creates it, "
+            f"`pipeline track --from-reports` fills it with the committed study; the UI starts empty"
         )
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    # MLflow 3 also starts 8 job-runner processes (GenAI judges and evaluations, which a training study
+    # does not use) that compete with the web server for 2 cores; a user's own setting still wins.
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     cmd = [mlflow_bin, "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port), "--workers", str(workers)]
-    experiment = _experiment_id(uri, params.tracking.experiment)
+    experiment, has_view = _experiment_id(uri, params.tracking.experiment)
     # MLflow 3 opens an experiment in its GenAI view; the runs table of a training study is the
-    # machine-learning one.
-    page = f"#/experiments/{experiment}?workflowType=machine_learning" if experiment else ""
+    # machine-learning one, and the study view shows the training runs with their scores as columns.
+    page = f"#/experiments/{experiment}/runs?workflowType=machine_learning" if experiment else ""
+    if experiment and has_view:
+        page += f"&viewStateShareKey={STUDY_VIEW_KEY}"
     raise typer.Exit(_serve(cmd, env, ready=(f"http://{host}:{port}/health", f"http://{host}:{port}/{page}")))
 
 
@@ -551,22 +566,51 @@ def track(
             "was unreachable, then delete those records",
         ),
     ] = False,
+    from_reports: Annotated[
+        bool,
+        typer.Option(
+            "--from-reports",
+            help="fill the store from the committed reports/ (a fresh clone's store is empty): a train/<row> "
+            "run per scored row with its spec, headline scores, table tag and samples, and the study run",
+        ),
+    ] = False,
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Log to MLflow what stages could not: with --pending, the runs kept in mlruns.pending/ while the
-    tracking store was unreachable, to the store params.yaml (or MLFLOW_TRACKING_URI) names now."""
-    from pipeline.tracking import PENDING_DIR, log_pending
+    tracking store was unreachable, to the store params.yaml (or MLFLOW_TRACKING_URI) names now; with
+    --from-reports, the committed study, so `pipeline ui` shows it without re-running anything."""
+    from pipeline.tracking import PENDING_DIR, log_from_reports, log_pending
 
-    if not pending:
-        raise ConfigError("`pipeline track` needs --pending (log the runs kept in mlruns.pending/)")
+    if not pending and not from_reports:
+        raise ConfigError(
+            "`pipeline track` needs --pending (log the runs kept in mlruns.pending/) or --from-reports "
+            "(fill the store from the committed reports/)"
+        )
     uri = resolve_tracking_uri(load_params(params_path).tracking.uri)
-    logged, problems = log_pending(uri, PENDING_DIR)
-    for name in logged:
-        typer.echo(f"logged {name} to {uri}")
+    problems: list[str] = []
+    if from_reports:
+        from pipeline.config import with_seed_rows
+
+        # The seed repeats' reports are committed beside the plain profile's: log them as rows too.
+        params = parse_params(with_seed_rows(yaml.safe_load(params_path.read_text())), str(params_path))
+        try:
+            logged, missing = log_from_reports(params, Path("."), uri)
+        except RuntimeError as err:
+            logged, missing, problems = [], [], [str(err)]
+        for name in logged:
+            typer.echo(f"logged {name} from reports/ to {uri}")
+        plain = [row for row in missing if params.row(row).seed_of is None]
+        if plain:
+            typer.echo(f"no score file in reports/metrics/score/ for {', '.join(plain)}: not logged")
+    if pending:
+        logged, more = log_pending(uri, PENDING_DIR)
+        problems += more
+        for name in logged:
+            typer.echo(f"logged {name} to {uri}")
+        if not logged and not more:
+            typer.echo(f"no pending runs in {PENDING_DIR}/")
     for problem in problems:
         typer.secho(f"warning: {problem}", fg=typer.colors.YELLOW, err=True)
-    if not logged and not problems:
-        typer.echo(f"no pending runs in {PENDING_DIR}/")
     if problems:
         raise typer.Exit(1)
 

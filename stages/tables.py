@@ -21,6 +21,7 @@ from pipeline.paper_numbers import (
     paper_row,
 )
 from pipeline.reporting import fmt, line_plot, markdown_table, mean_std, pool_repeats, write_csv
+from pipeline.tracking import log_study
 from stages import paths
 
 TABLES = ("table1", "table2", "table4", "fig8")
@@ -385,6 +386,7 @@ def run(params: Params, root: Path = Path(".")) -> dict[str, str]:
         write_csv(root / paths.table_csv(name), records)
         texts[name] = text
     write_text(root / paths.REPORTS / "README.md", _index(params) + "\n" + findings(params, root))
+    log_study(params, root)  # the study's summary run in MLflow: these tables, also as its description
     return texts
 
 

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from pipeline.config import ConfigError, Params, load_params
 from pipeline.data.dataset import PreparedDataset
 from pipeline.io import NoSpaceLeft
-from pipeline.tracking import resolve_tracking_uri, stage_run
+from pipeline.tracking import resolve_tracking_uri, stage_run, table_tag
 from pipeline.train.benchmark import benchmark_training
 from pipeline.train.checkpoint import TRAINING_STATE, CheckpointError, verify_checkpoint
 from pipeline.train.distributed import init_from_env, shutdown
@@ -99,7 +99,13 @@ def run(
     ctx = init_from_env(environ, options.device)
     try:
         info = resolved(params, row, options)
-        tags = {"stage": "train", "row": row, "dataset": cfg.dataset, "profile": params.profile}
+        tags = {
+            "stage": "train",
+            "row": row,
+            "dataset": cfg.dataset,
+            "profile": params.profile,
+            "table": table_tag(params, row),
+        }
         tracking = (
             stage_run(
                 resolve_tracking_uri(params.tracking.uri),
@@ -107,11 +113,15 @@ def run(
                 f"train/{row}",
                 tags,
                 {**info, "world_size": ctx.world_size},
+                lazy=True,  # a row found finished (dvc repro after make repro's training) leaves no empty run
+                system_metrics=True,
             )
             if ctx.is_main
             else nullcontext(None)
         )
         with tracking as tracker:
+            if tracker is not None:
+                tracker.log_dataset(dataset.root, cfg.dataset)
             make_g, make_d = model_factories(cfg.generator, options, dataset.resolution)
             summary = train(
                 options,
