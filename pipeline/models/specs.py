@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 MIN_RESOLUTION, MAX_RESOLUTION = 4, 4096  # INR rows: any power-of-two grid
 STYLE_MIN_RESOLUTION, STYLE_MAX_RESOLUTION = 16, 1024  # StyleGAN2-based generators and the discriminator
 
-FMMActivation = Literal["sigmoid2", "sigmoid", "identity"]
-FMM_ACTIVATIONS: tuple[str, ...] = ("sigmoid2", "sigmoid", "identity")
+FMMActivation = Literal["sigmoid2", "sigmoid", "identity", "centred"]
+FMM_ACTIVATIONS: tuple[str, ...] = ("sigmoid2", "sigmoid", "identity", "centred")
 Upsampling = Literal["nearest", "bilinear"]
 UPSAMPLING_MODES: tuple[str, ...] = ("nearest", "bilinear")
 
