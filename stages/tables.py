@@ -166,7 +166,19 @@ def _table2(params: Params, root: Path) -> tuple[str, list[dict]]:
         measured = ours.get(key, [])
         rows.append([label, *(fmt(v) for v in TABLE2[key]), _cell(measured, "fd")])
         records += [{"table": "table2", "paper_row": key, **m} for m in measured]
-    note = "Generator img/s on our hardware: `pipeline bench` (docs/benchmarks.md)."
+    forms = sorted(
+        {
+            r.generator.fmm_activation
+            for r in params.rows.values()
+            if paper_row(r.generator, r.table) == "inr_gan_no_fmm_act"
+        }
+    )
+    note = (
+        "Generator img/s on our hardware: `pipeline bench` (docs/benchmarks.md). "
+        '"Without FMM activation": the paper does not say which form it trained; this profile\'s rows use '
+        f"`fmm_activation: {', '.join(forms) or '-'}` (centred: W = W_s * (1 + AB / sqrt(r)), the form of every "
+        "non-sigmoid variant in the authors' later code; identity: W = W_s * AB, centred at 0)."
+    )
     return "# Table 2: more ablations\n\n" + _header(params, note) + markdown_table(header, rows), records
 
 
