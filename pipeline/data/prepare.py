@@ -28,7 +28,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pipeline.config import DatasetConfig
 from pipeline.data import synthetic_faces
@@ -146,8 +146,10 @@ def _decode_chunk(args: tuple[list[RawImage], int, str, str]) -> Chunk:
     for raw in raws:
         try:
             with Image.open(io.BytesIO(raw.data)) as img:
-                images.append(crop_and_resize(img, resolution, filter))
-                size = img.size
+                # as a viewer shows it: phone and camera JPEGs store pixels sideways with an EXIF orientation
+                upright = ImageOps.exif_transpose(img)
+                images.append(crop_and_resize(upright, resolution, filter))
+                size = upright.size
             labels.append(raw.label)
         except UnsupportedImage as err:
             raise PrepareError(

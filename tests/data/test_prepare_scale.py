@@ -342,3 +342,35 @@ def test_zip_without_classes_has_null_labels(tmp_path: Path) -> None:
     prepare_dataset(DatasetConfig(source="folder", path=root, resolution=16, format="zip"), tmp_path / "z")
     with zipfile.ZipFile(tmp_path / "z" / "images.zip") as zf:
         assert json.loads(zf.read("dataset.json")) == {"labels": None}
+
+
+def test_progress_reaches_a_log_file_as_timed_lines(capsys) -> None:
+    from pipeline import progress
+
+    now = [0.0]
+    advance = progress._log_lines("prepare x", clock=lambda: now[0])
+    for done in range(1, 11):
+        now[0] += 10.0
+        advance(done * 100, 1000)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        "prepare x: 300/1000 (30%), 30 s",
+        "prepare x: 600/1000 (60%), 60 s",
+        "prepare x: 900/1000 (90%), 90 s",
+        "prepare x: 1000/1000 (100%), 100 s",
+    ]
+    with progress.progress_bar("prepare y") as adv:  # stderr captured: not a terminal
+        adv(5, 5)
+    assert capsys.readouterr().err == "prepare y: 5/5 (100%), 0 s\n"
+
+
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    img = Image.new("RGB", (64, 32), (0, 0, 255))
+    img.paste((255, 0, 0), (0, 0, 64, 16))  # stored: top half red, bottom half blue
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display": red on the right, blue on the left
+    (tmp_path / "imgs").mkdir()
+    img.save(tmp_path / "imgs" / "a.jpg", format="JPEG", quality=95, exif=exif)
+    prepare_dataset(DatasetConfig(source="folder", path=tmp_path / "imgs", resolution=32), tmp_path / "out")
+    out = np.load(tmp_path / "out" / "images.npy")[0].astype(int)
+    assert out[:, :12, 2].mean() > 200 and out[:, 20:, 0].mean() > 200  # as stored it would be top/bottom
