@@ -205,9 +205,10 @@ def open_source(cfg: DatasetConfig) -> ImageSource:
     raise ValueError(f"source {cfg.source!r} has no raw reader")
 
 
-# Measured bytes per pixel of the zip format's PNGs (docs/benchmarks.md, "Prepared formats"), used only
-# to estimate a zip's size before preparing it.
-ZIP_BYTES_PER_PIXEL = {256: 1.0, 1024: 1.0}
+# Bytes per pixel of the zip format's PNGs measured by `pipeline bench-prepare` on photograph crops
+# (docs/benchmarks.md, "Prepared formats"): 256 px 1.34 (LSUN-like) to 1.56 (FFHQ-like), 1024 px 0.91.
+# Used only to estimate a zip's size before preparing it; real photographs may differ.
+ZIP_BYTES_PER_PIXEL = {256: 1.45, 1024: 0.91}
 
 
 def estimated_bytes_per_image(cfg: DatasetConfig) -> int:
