@@ -21,7 +21,7 @@ from PIL import Image
 
 from pipeline.config import ConfigError, DatasetConfig
 from pipeline.data import prepare as prep
-from pipeline.data.dataset import PreparedDataset
+from pipeline.data.dataset import PreparedDataset, ZipImages
 from pipeline.data.prepare import describe_plan, prepare_dataset
 from pipeline.data.preview import MAX_TILE, image_grid
 from pipeline.data.sources import FolderSource, ZipSource
@@ -374,3 +374,17 @@ def test_exif_orientation_is_applied(tmp_path: Path) -> None:
     prepare_dataset(DatasetConfig(source="folder", path=tmp_path / "imgs", resolution=32), tmp_path / "out")
     out = np.load(tmp_path / "out" / "images.npy")[0].astype(int)
     assert out[:, :12, 2].mean() > 200 and out[:, 20:, 0].mean() > 200  # as stored it would be top/bottom
+
+
+def test_prepare_stage_writes_and_previews_the_zip_format(project: Path, micro_dict: dict, monkeypatch) -> None:
+    from pipeline.config import parse_params
+    from stages import paths
+    from stages import prepare as stage
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens: no MLflow run needed
+    micro_dict["prepare"]["datasets"]["faces32"]["format"] = "zip"
+    stats = stage.run(parse_params(micro_dict), "faces32")
+    ds = PreparedDataset(paths.prepared_dir("faces32"))
+    assert isinstance(ds.images, ZipImages) and len(ds) == stats["num_images"] == 128
+    assert ds.keypoints is not None and len(ds.keypoints) == 128
+    assert Image.open(paths.prepare_preview("faces32")).size[0] > 0
