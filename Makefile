@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: venv repro test ui gpu-check
+.PHONY: venv repro test ui
 
 # Re-installs only when the dependencies change; constraints.txt pins the tested versions.
 $(STAMP): pyproject.toml constraints.txt
@@ -36,7 +36,3 @@ test: venv
 
 ui: venv
 	$(BIN)/pipeline ui
-
-# CUDA readiness (pipeline gpu-check): exits 2 with a message on a machine without CUDA.
-gpu-check: venv
-	$(BIN)/pipeline gpu-check

@@ -225,22 +225,6 @@ def bench_prepare(
     typer.echo(json.dumps(bench_formats(images, repeats), indent=2))
 
 
-@app.command("gpu-check")
-def gpu_check(
-    out: Annotated[Path, typer.Option(help="where the JSON report goes")] = Path("reports/gpu_check.json"),
-) -> None:
-    """CUDA readiness: the paper profile's Table 2 generators benchmarked on the GPU in fp32 and bf16,
-    one JSON with the device name. Exits 2 on a machine without CUDA."""
-    from pipeline.gpu_check import NoCuda, run_gpu_check
-
-    try:
-        report = run_gpu_check(out)
-    except NoCuda as err:
-        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
-    typer.echo(json.dumps(report, indent=2))
-
-
 @app.command("bench-train")
 def bench_train(
     row: RowOption,
