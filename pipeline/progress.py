@@ -29,3 +29,21 @@ def progress_bar(description: str, enabled: bool = True) -> Iterator[Callable[[i
             bar.update(task, completed=done, total=total)
 
         yield advance
+
+
+@contextmanager
+def counting_bar(description: str, total: int, enabled: bool = True) -> Iterator[Callable[[int], None] | None]:
+    """`advance(n)` adds n done units to a progress bar of `total` (None when disabled): for library loops
+    that report increments rather than running totals."""
+    if not enabled:
+        yield None
+        return
+    with progress_bar(description) as update:
+        done = 0
+
+        def advance(n: int) -> None:
+            nonlocal done
+            done += n
+            update(done, total)
+
+        yield advance

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Params
+from pipeline.headline import read_split
 from pipeline.io import write_text
 from pipeline.paper_numbers import (
     OOM,
@@ -31,7 +32,7 @@ def _score(root: Path, row: str, profile: str) -> dict[str, Any] | None:
     """The row's score, or None when there is none or it was scored under another profile (rows share
     names across profiles: a micro run must not appear beside default-profile numbers)."""
     path = root / paths.score_metrics(row)
-    score = json.loads(path.read_text()) if path.exists() else None
+    score = read_split(path, paths.details(path)) if path.exists() else None
     return score if score is not None and score.get("profile", profile) == profile else None
 
 
@@ -41,7 +42,10 @@ def _metric_names(params: Params) -> tuple[str, str]:
 
 def repeats(params: Params, root: Path = Path(".")) -> dict[str, list[str]]:
     """row -> the row itself and its repeats with other training seeds (Params.repeats_of)."""
-    return params.repeats_of({name: name for name in params.rows}, lambda name: root / paths.score_metrics(name))
+    # The details file holds what tells a repeat from a stale file: the profile and the settings fingerprint.
+    return params.repeats_of(
+        {name: name for name in params.rows}, lambda name: root / paths.details(paths.score_metrics(name))
+    )
 
 
 def _ours(params: Params, root: Path, table: str) -> dict[str, list[dict[str, Any]]]:
@@ -127,7 +131,8 @@ def _header(params: Params, what: str) -> str:
 
 def _table1(params: Params, root: Path) -> tuple[str, list[dict]]:
     ours = _ours(params, root, "table1")
-    macs = json.loads((root / paths.MACS_METRICS).read_text()) if (root / paths.MACS_METRICS).exists() else {}
+    macs_file = root / paths.MACS_METRICS
+    macs = read_split(macs_file, paths.details(macs_file)) if macs_file.exists() else {}
     fd, _ = _metric_names(params)
     header = [
         "decoder",

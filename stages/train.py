@@ -143,7 +143,7 @@ def benchmark(
     """Training images/s of `row` on random images (no data loading): G and D steps with R1 and EMA.
 
     batch defaults to what one process computes at once under the row's options."""
-    from stages.bench import resolve_device
+    from pipeline.devices import resolve_device_flag
 
     cfg = params.row(row)
     options = train_options(params, row)
@@ -158,7 +158,7 @@ def benchmark(
             "pipeline bench-train: "
             + "; ".join(f"--{k} must be at least {1 if k != 'warmup' else 0}, got {v}" for k, v in bad.items())
         )
-    device = resolve_device(device if device != "auto" else options.device, "pipeline bench-train")
+    device = resolve_device_flag(device if device != "auto" else options.device, "pipeline bench-train")
     make_g, make_d = model_factories(cfg.generator, options, cfg.generator.resolution)
     generator, discriminator = make_g(), make_d()
     result = benchmark_training(

@@ -14,11 +14,12 @@ import pytest
 import torch
 
 from pipeline.config import Params
+from pipeline.headline import read_split
 from pipeline.metrics.options import DomainNetConfig, ReferenceConfig, ScoreConfig
 from pipeline.metrics.scoring import MetricsInputError
 from pipeline.models.registry import build_generator
 from pipeline.train.checkpoint import CheckpointError, kept_snapshot_file, save_checkpoint
-from stages import prepare, reference, score, train
+from stages import paths, prepare, reference, score, train
 
 TINY = dict(
     kind="inr_gan",
@@ -98,7 +99,8 @@ def study(project: Path, micro_dict: dict) -> tuple[Path, StudyParams]:
 
 def test_reference_then_score_writes_repeatable_metrics(study):
     root, params = study
-    ref = json.loads((root / reference.reference_metrics_file("faces32")).read_text())
+    ref_file = root / reference.reference_metrics_file("faces32")
+    ref = read_split(ref_file, paths.details(ref_file))
     assert ref["features"] == "domain" and ref["num_images"] == 128 and 0 <= ref["domain_holdout_accuracy"] <= 1
     assert (root / reference.reference_stats_file("faces32")).is_file() and (
         root / reference.domain_net_file("faces32")
@@ -106,7 +108,15 @@ def test_reference_then_score_writes_repeatable_metrics(study):
 
     _snapshot(root, params)
     first = score.run(params, "toy", progress=False)
-    written = json.loads((root / score.score_metrics_file("toy")).read_text())
+    metrics_file = root / score.score_metrics_file("toy")
+    written = read_split(metrics_file, paths.details(metrics_file))
+    # The DVC metrics file holds the headline numbers only; options, hashes and counts are in the details file.
+    assert set(json.loads(metrics_file.read_text())) == {
+        "fd_domain",
+        "is_domain",
+        "kimg",
+        *(f"fd_domain_up2x_{m}" for m in ("nearest", "bilinear", "bicubic", "grid")),
+    }
     for key in (
         "fd_domain",
         "is_domain",
@@ -118,8 +128,6 @@ def test_reference_then_score_writes_repeatable_metrics(study):
         assert written[key] == pytest.approx(first[key]) and written[key] == written[key]  # present, not NaN
     assert written["num_images"] == 24 and written["kimg"] == pytest.approx(0.32) and written["features"] == "domain"
     from PIL import Image
-
-    from stages import paths
 
     grid = Image.open(root / paths.samples_png("toy"))
     assert grid.size == (6 * 66 + 2, 6 * 66 + 2)  # 6 x 6 samples of 32 px, enlarged to 64 px tiles with 2 px gaps
@@ -235,7 +243,9 @@ def test_curve_scores_every_kept_snapshot_with_the_main_scores_seeds(study, micr
     _kept_snapshot(root, params, step=5, seed=1)
     _kept_snapshot(root, params, step=10, seed=0)  # the last kept snapshot is the final G_ema
     result = score.run(params, "toy", progress=False)
-    written = json.loads((root / score.score_metrics_file("toy")).read_text())
+    metrics_file = root / score.score_metrics_file("toy")
+    written = read_split(metrics_file, paths.details(metrics_file))
+    assert "curve" not in json.loads(metrics_file.read_text())  # curves are details, not DVC metrics
     assert [(p["step"], p["kimg"]) for p in written["curve"]] == [(5, pytest.approx(0.16)), (10, pytest.approx(0.32))]
     # curve.num_images = num_images: the last point is the main score, image for image
     assert written["curve"][-1]["fd"] == pytest.approx(written["fd_domain"], rel=1e-12) == result["fd_domain"]
