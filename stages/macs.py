@@ -63,6 +63,13 @@ def run(params: Params, root: Path = Path(".")) -> list[dict]:
             logx=True,
             logy=True,
             title=f"Fig. 9: cost of lower-resolution images from {cfg.fig9.resolution} px generators",
+            # One colour per generator; the line style is the counting convention.
+            styles={
+                f"{row} ({conv})": {"color": f"C{i}", "linestyle": "-" if conv == "paper" else "--"}
+                for i, row in enumerate(cfg.fig9.rows)
+                for conv in ("paper", "true")
+            },
+            legend_title="solid: paper's count, dashed: true count",
         )
         for r in records:
             tracker.log_metrics(

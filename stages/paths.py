@@ -83,6 +83,11 @@ def samples_png(row: str) -> Path:
     return REPORTS / "figures" / "samples" / f"{row}.png"
 
 
+def table_samples_png(table: str) -> Path:
+    """One table's rows' sample grids side by side, labelled (written by the tables stage)."""
+    return REPORTS / "figures" / "tables" / f"{table}_samples.png"
+
+
 def properties_dir(row: str) -> Path:
     return REPORTS / "figures" / "properties" / row
 

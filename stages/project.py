@@ -136,7 +136,14 @@ def run(params: Params, model: str, root: Path = Path("."), progress: bool = Tru
         with atomic_file(root / projections_file(model)) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez_compressed(fh, **arrays)
-        save_projection_figure(root / project_figure(model), targets, recons, cfg.figure_columns)
+        save_projection_figure(
+            root / project_figure(model),
+            targets,
+            recons,
+            cfg.figure_columns,
+            labels=[space.upper() for space in cfg.spaces],
+            title=f"{model} (row {row}, step {source['step']}): test images and their projections",
+        )
         write_split(root / project_metrics(model), root / paths.details(project_metrics(model)), metrics, "project")
         tracker.log_artifact(root / project_figure(model), "figures")
     return metrics

@@ -185,7 +185,7 @@ def run(params: Params, row: str, root: Path = Path("."), progress: bool = True)
             **({"curve": curve} if curve else {}),
         }
         write_split(root / score_metrics_file(row), root / paths.details(score_metrics_file(row)), result, "score")
-        _write_samples(generator, cfg, root / paths.samples_png(row))
+        _write_samples(generator, cfg, root / paths.samples_png(row), f"{row}: {info['kimg']:g} kimg")
         tracker.log_metrics(
             {k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=int(round(info["kimg"]))
         )
@@ -199,11 +199,12 @@ def run(params: Params, row: str, root: Path = Path("."), progress: bool = True)
 SAMPLE_GRID = 6
 
 
-def _write_samples(generator: nn.Module, cfg: ScoreConfig, out: Path) -> None:
+def _write_samples(generator: nn.Module, cfg: ScoreConfig, out: Path, what: str) -> None:
     """A grid of the scored generator's first images (the same seeds as the metrics), versioned in
     reports/ so a reader sees what each row produces without running anything."""
     sampler = GeneratorSampler(generator, cfg.truncation_psi, pick_device(cfg.device), cfg.w_avg_samples)
     z = latents_for_seeds(range(cfg.seed_start, cfg.seed_start + SAMPLE_GRID**2), generator.z_dim)
     with torch.no_grad():
         images = quantize(sampler(z)).permute(0, 2, 3, 1).cpu().numpy()
-    save_grid(out, images, SAMPLE_GRID)
+    last = cfg.seed_start + SAMPLE_GRID**2 - 1
+    save_grid(out, images, SAMPLE_GRID, title=f"{what}, seeds {cfg.seed_start}..{last}, psi {cfg.truncation_psi:g}")

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from pipeline.config import Params
+from pipeline.data.preview import LABEL_SIZE
 from pipeline.headline import read_split
 from pipeline.metrics.options import DomainNetConfig, ReferenceConfig, ScoreConfig
 from pipeline.metrics.scoring import MetricsInputError
@@ -130,7 +131,8 @@ def test_reference_then_score_writes_repeatable_metrics(study):
     from PIL import Image
 
     grid = Image.open(root / paths.samples_png("toy"))
-    assert grid.size == (6 * 66 + 2, 6 * 66 + 2)  # 6 x 6 samples of 32 px, enlarged to 64 px tiles with 2 px gaps
+    # 6 x 6 samples of 32 px, enlarged to 64 px tiles with 2 px gaps, under a title band (row, kimg, seeds)
+    assert grid.size == (6 * 66 + 2, 6 * 66 + 2 + LABEL_SIZE + 12)
     again = score.run(params, "toy", progress=False)  # same snapshot, same seeds: same numbers
     assert again["fd_domain"] == pytest.approx(first["fd_domain"], rel=1e-9)
     assert again["fd_domain_up2x_grid"] == pytest.approx(first["fd_domain_up2x_grid"], rel=1e-9)

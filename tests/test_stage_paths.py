@@ -51,7 +51,8 @@ def test_tables_paths() -> None:
         | {str(paths.table_csv(t)) for t in TABLES}
         | {str(paths.REPORTS / "README.md")}
     )
-    assert _declared(STAGES["tables"], "outs") == expected | {str(paths.FIG8_CURVE_PNG), str(paths.FIG8_CURVE_CSV)}
+    figures = {str(paths.FIG8_CURVE_PNG), str(paths.FIG8_CURVE_CSV), str(paths.table_samples_png("x").parent)}
+    assert _declared(STAGES["tables"], "outs") == expected | figures
 
 
 def test_properties_paths() -> None:
