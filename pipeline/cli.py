@@ -307,7 +307,8 @@ def reference(dataset: DatasetOption, params_path: ParamsOption = Path("params.y
 @app.command()
 def score(row: RowOption, params_path: ParamsOption = Path("params.yaml")) -> None:
     """FID/IS (or fd_domain/is_domain offline) and UpsampledFID of a trained row's EMA generator, from a fixed
-    seed range, plus the curve over its kept snapshots when score.curve lists it: reports/metrics/score/<row>.json."""
+    seed range, plus the curve over its kept snapshots when score.curve lists it: reports/metrics/score/<row>.json
+    (headline numbers) and reports/details/score/<row>.json (the rest, the curve included)."""
     from stages import score as stage
 
     typer.echo(json.dumps(stage.run(load_params(params_path), row), indent=2, default=str))

@@ -320,7 +320,8 @@ class Params(_Strict):
         """name -> [name, its seed repeats] for results keyed by `names` (result name -> row: rows
         themselves, or Table 3's models). A repeat is `<name>_s<k>` for k in seeds.values when its row
         is in this params file with seed_of (the --seeds profile), or, in the plain profile, when its
-        metrics file exists, is of this profile and carries the settings fingerprint of the row now:
+        `metrics_file` (the file of its record that holds `profile` and `settings_sha256`) exists, is of this
+        profile and carries the settings fingerprint of the row now:
         repeats trained with other settings are left out. Names whose rows repeat another are not keys."""
         import json
 

@@ -287,6 +287,24 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def state_dict_sha256(state_dict: dict[str, Any]) -> str:
+    """sha256 over a state dict's tensors, by sorted name: each name, dtype, shape and raw bytes. Unlike the
+    hash of a torch file, it is the same for the same weights however and wherever they were saved."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name]
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(
+                f"state dict entry {name!r} is a {type(tensor).__name__}, not a tensor; pass a module's state_dict()"
+            )
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}\0{flat.dtype}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def load_state_dict(path: str | Path, what: str, remedy: str, error: type[Exception] = ValueError) -> dict[str, Any]:
     """The state dict in `path`, unpickled with weights_only=True: tensors and containers only, so a
     crafted file cannot run code. Anything else raises `error` naming the file, `what` and `remedy`.

@@ -53,3 +53,21 @@ def _log_lines(description: str, clock: Callable[[], float] = time.monotonic) ->
             print(f"{description}: {done}/{total}{pct}, {now - start:.0f} s", file=sys.stderr, flush=True)
 
     return advance
+
+
+@contextmanager
+def counting_bar(description: str, total: int, enabled: bool = True) -> Iterator[Callable[[int], None] | None]:
+    """`advance(n)` adds n done units to a progress bar of `total` (None when disabled): for library loops
+    that report increments rather than running totals."""
+    if not enabled:
+        yield None
+        return
+    with progress_bar(description) as update:
+        done = 0
+
+        def advance(n: int) -> None:
+            nonlocal done
+            done += n
+            update(done, total)
+
+        yield advance

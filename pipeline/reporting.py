@@ -99,11 +99,14 @@ def line_plot(
     title: str,
     logx: bool = False,
     logy: bool = False,
+    styles: Mapping[str, Mapping[str, Any]] | None = None,
+    legend_title: str | None = None,
 ) -> None:
-    """One PNG line plot of named (x, y) series, written atomically (matplotlib, no display needed)."""
+    """One PNG line plot of named (x, y) series, written atomically (matplotlib, no display needed).
+    `styles`: matplotlib line options per series name (colour, linestyle); `legend_title` explains them."""
     fig, ax = pyplot().subplots(figsize=(6, 4), dpi=120)
     for name, (x, y) in series.items():
-        ax.plot(x, y, marker="o", label=name)
+        ax.plot(x, y, **{"marker": "o", **(styles or {}).get(name, {})}, label=name)
     if logx:
         ax.set_xscale("log", base=2)
     if logy:
@@ -111,6 +114,6 @@ def line_plot(
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(True, alpha=0.3)
     if series:
-        ax.legend()  # an empty plot (nothing measured yet) has nothing to label
+        ax.legend(title=legend_title, fontsize="small", title_fontsize="small")  # an empty plot has nothing to label
     fig.tight_layout()
     save_figure(fig, path)

@@ -8,7 +8,7 @@ import torch
 from pydantic import BaseModel, ValidationError
 
 from pipeline.config import ConfigError, Params
-from pipeline.metrics.scoring import pick_device
+from pipeline.devices import resolve_device_flag
 from pipeline.metrics.throughput import benchmark_generators
 from pipeline.models.registry import build_generator
 
@@ -29,7 +29,7 @@ def spec_for(params: Params, row: str, resolution: int):
 def run(params: Params, **overrides: Any) -> list[dict[str, Any]]:
     """Benchmark `bench.rows` with `overrides` (the CLI flags) on top, validated like params.yaml."""
     cfg = checked_overrides(params.bench, overrides, "pipeline bench")
-    device = resolve_device(cfg.device, "pipeline bench")
+    device = resolve_device_flag(cfg.device, "pipeline bench")
     torch.manual_seed(0)
     generators = [(row, build_generator(spec_for(params, row, cfg.resolution))) for row in cfg.rows]
     return benchmark_generators(
@@ -55,16 +55,3 @@ def checked_overrides(section: BaseModel, overrides: dict[str, Any], command: st
             for e in err.errors()
         )
         raise ConfigError(f"{command}: {problems}") from None
-
-
-def resolve_device(device: str, command: str) -> str:
-    """scoring's pick_device for a command-line value: auto -> cuda when available, else cpu; an unknown
-    name or cuda without a GPU is a one-line error naming the flag, not a traceback."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"{command}: --device {device!r} is not one of auto, cpu, cuda")
-    try:
-        return pick_device(device).type
-    except ValueError:
-        raise ConfigError(
-            f"{command}: --device cuda, but no CUDA device is available here; use --device cpu or auto"
-        ) from None

@@ -31,19 +31,14 @@ from pipeline.analysis.options import KPLConfig
 from pipeline.analysis.projection import ProjectionsError, check_projections_source
 from pipeline.config import ConfigError, Params
 from pipeline.data.dataset import PreparedDataset
+from pipeline.devices import resolve_device
+from pipeline.headline import write_split
 from pipeline.io import clear_stale_outputs, write_json, write_text
+from pipeline.progress import counting_bar
 from pipeline.reporting import pool_repeats
+from pipeline.snapshots import load_model_generator, model_row, project_config
 from pipeline.tracking import resolve_tracking_uri, stage_run
 from stages import paths
-from stages.project import (
-    counting_bar,
-    load_generator,
-    model_row,
-    project_config,
-    projections_file,
-    regressor_file,
-    resolve_device,
-)
 
 # Table 3 of the paper (FFHQ 256, Super-FAN keypoints)
 PAPER_TABLE3 = {
@@ -118,8 +113,13 @@ def train_regressor(params: Params, root: Path = Path("."), progress: bool = Tru
                 progress=advance,
             )
         report = {"dataset": cfg.dataset, "resolution": int(images.shape[1]), **report}
-        save_regressor(root / regressor_file(cfg.dataset), extractor, report)
-        write_json(root / regressor_metrics(cfg.dataset), report)
+        save_regressor(root / paths.regressor_file(cfg.dataset), extractor, report)
+        write_split(
+            root / regressor_metrics(cfg.dataset),
+            root / paths.details(regressor_metrics(cfg.dataset)),
+            report,
+            "keypoints",
+        )
         tracker.log_metrics({k: v for k, v in report.items() if isinstance(v, (int, float))})
     return report
 
@@ -141,18 +141,18 @@ def prepare_extractor(params: Params, root: Path = Path("."), progress: bool = T
         "box": cfg.fan.box,
     }
     write_json(root / paths.DATA / "keypoints" / "fan.json", record)
-    write_json(root / regressor_metrics("fan"), record)
+    write_split(root / regressor_metrics("fan"), root / paths.details(regressor_metrics("fan")), record, "keypoints")
     return record
 
 
 def build_extractor(cfg: KPLConfig, root: Path, device) -> KeypointExtractor:
     if cfg.extractor == "fan":
         return cfg.fan.build(device)
-    return load_regressor(root / regressor_file(cfg.regressor.dataset))
+    return load_regressor(root / paths.regressor_file(cfg.regressor.dataset))
 
 
 def load_projections(root: Path, model: str) -> dict[str, np.ndarray]:
-    path = root / projections_file(model)
+    path = root / paths.projections_file(model)
     if not path.is_file():
         raise FileNotFoundError(
             f"no projections of model {model!r} at '{path}'; run `pipeline project --model {model}` first"
@@ -176,11 +176,12 @@ def run(
     clear_stale_outputs(root, paths.kpl_metrics(model), table3_file())
     device = resolve_device(cfg.device)
     projections = load_projections(root, model)
-    G, row, snapshot, source = load_generator(params, model, root, device)
+    snapshot = root / paths.snapshot_file(row)
+    G, row, source = load_model_generator(params, model, snapshot, device)
     # Retraining the row leaves projections of the old generator in place; pairing them with the new one's samples is
     # meaningless.
     check_projections_source(
-        projections, root / projections_file(model), source["sha256"], source["step"], snapshot, model
+        projections, root / paths.projections_file(model), source["sha256"], source["step"], snapshot, model
     )
     extractor = build_extractor(cfg, root, device)
     data = _prepared(root, pcfg.dataset)
@@ -244,7 +245,8 @@ def run_all(params: Params, root: Path = Path("."), progress: bool = True) -> di
         "num_train",
         "num_test",
     )
-    write_json(root / paths.KPL_SUMMARY, {m: {k: r[k] for k in headline if k in r} for m, r in results.items()})
+    summary = {m: {k: r[k] for k in headline if k in r} for m, r in results.items()}
+    write_split(root / paths.KPL_SUMMARY, root / paths.details(paths.KPL_SUMMARY), summary, "kpl_summary")
     return results
 
 

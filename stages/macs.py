@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.config import Params
-from pipeline.io import write_json, write_text
+from pipeline.headline import write_split
+from pipeline.io import write_text
 from pipeline.metrics.macs import fig9_curve, table1_costs
 from pipeline.reporting import fmt, fmt_pct, line_plot, markdown_table, write_csv
 from pipeline.tracking import resolve_tracking_uri, stage_run
@@ -43,7 +44,7 @@ def run(params: Params, root: Path = Path(".")) -> list[dict]:
             metrics.setdefault(r["row"], {})[str(r["resolution"])] = {
                 k: r[k] for k in ("params", "gmacs_paper", "gmacs_true")
             }
-        write_json(root / paths.MACS_METRICS, metrics)
+        write_split(root / paths.MACS_METRICS, root / paths.details(paths.MACS_METRICS), metrics, "macs")
         write_csv(root / paths.TABLE1_COST_CSV, records)
         _write_markdown(root / paths.TABLE1_COST_MD, records)
         write_csv(root / paths.FIG9_CSV, curve)
@@ -62,6 +63,13 @@ def run(params: Params, root: Path = Path(".")) -> list[dict]:
             logx=True,
             logy=True,
             title=f"Fig. 9: cost of lower-resolution images from {cfg.fig9.resolution} px generators",
+            # One colour per generator; the line style is the counting convention.
+            styles={
+                f"{row} ({conv})": {"color": f"C{i}", "linestyle": "-" if conv == "paper" else "--"}
+                for i, row in enumerate(cfg.fig9.rows)
+                for conv in ("paper", "true")
+            },
+            legend_title="solid: paper's count, dashed: true count",
         )
         for r in records:
             tracker.log_metrics(

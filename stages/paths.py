@@ -4,8 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline.train.checkpoint import NETWORK_SNAPSHOT
+
 DATA = Path("data")
 REPORTS = Path("reports")
+
+
+def details(metrics: Path) -> Path:
+    """The plain JSON beside a DVC metrics file: reports/metrics/<x>.json -> reports/details/<x>.json. The
+    metrics file holds a stage's headline numbers (what `dvc exp show` and `dvc metrics diff` compare), the
+    details file the rest of its record (timings, hashes, curves, options); pipeline.headline splits them."""
+    parts = metrics.parts
+    for i in range(len(parts) - 1):
+        if parts[i : i + 2] == ("reports", "metrics"):
+            return Path(*parts[: i + 1], "details", *parts[i + 2 :])
+    raise ValueError(f"'{metrics}' is not under reports/metrics/, so it has no details file")
 
 
 def prepared_dir(dataset: str) -> Path:
@@ -33,6 +46,11 @@ RUNS = Path("runs")
 
 def run_dir(row: str) -> Path:
     return RUNS / row
+
+
+def snapshot_file(row: str) -> Path:
+    """The final snapshot of a trained row (its EMA generator is what score, properties, project and kpl read)."""
+    return run_dir(row) / NETWORK_SNAPSHOT
 
 
 def train_plots(row: str) -> Path:
@@ -65,9 +83,34 @@ def samples_png(row: str) -> Path:
     return REPORTS / "figures" / "samples" / f"{row}.png"
 
 
+def table_samples_png(table: str) -> Path:
+    """One table's rows' sample grids side by side, labelled (written by the tables stage)."""
+    return REPORTS / "figures" / "tables" / f"{table}_samples.png"
+
+
 def properties_dir(row: str) -> Path:
     return REPORTS / "figures" / "properties" / row
 
 
 def properties_metrics(row: str) -> Path:
     return REPORTS / "metrics" / "properties" / f"{row}.json"
+
+
+REFERENCE_DIR = DATA / "reference"
+
+
+def reference_stats_file(dataset: str) -> Path:
+    return REFERENCE_DIR / dataset / "stats.npz"
+
+
+def domain_net_file(dataset: str) -> Path:
+    # Only written for domain features; one folder per dataset keeps DVC's outputs the same either way.
+    return REFERENCE_DIR / dataset / "domain.pt"
+
+
+def projections_file(model: str) -> Path:
+    return DATA / "projections" / f"{model}.npz"
+
+
+def regressor_file(dataset: str) -> Path:
+    return DATA / "keypoints" / dataset / "regressor.pt"

@@ -11,7 +11,8 @@ from pipeline.config import DatasetConfig, Params
 from pipeline.data.dataset import open_images
 from pipeline.data.prepare import prepare_dataset
 from pipeline.data.preview import save_grid
-from pipeline.io import remove_stale_temporaries, sigterm_as_exit, write_json
+from pipeline.headline import write_split
+from pipeline.io import remove_stale_temporaries, sigterm_as_exit
 from pipeline.progress import progress_bar
 from pipeline.tracking import resolve_tracking_uri, stage_run
 from stages import paths
@@ -29,7 +30,7 @@ def run(params: Params, dataset: str, root: Path = Path(".")) -> dict:
         root / paths.prepare_preview(dataset),
         root / paths.prepare_metrics(dataset),
     )
-    for output in (out_dir, preview, metrics):
+    for output in (out_dir, preview, metrics, paths.details(metrics)):
         remove_stale_temporaries(output)
     with sigterm_as_exit():
         return _run(params, dataset, cfg, out_dir, preview, metrics)
@@ -47,9 +48,11 @@ def _run(params: Params, dataset: str, cfg: DatasetConfig, out_dir: Path, previe
             )
         _write_preview(out_dir, preview, params.prepare.preview_grid)
         # `seconds` goes here, not into the prepared folder: later stages depend on that folder, not on this file.
-        write_json(
+        write_split(
             metrics,
+            paths.details(metrics),
             {k: v for k, v in stats.items() if k not in ("class_names", "bad_names", "tiny_names", "keypoint_names")},
+            "prepare",
         )
         tracker.log_metrics({k: v for k, v in stats.items() if isinstance(v, (int, float))})
         tracker.log_artifact(preview, "figures")

@@ -9,8 +9,6 @@ reports/metrics/project/<model>.json.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +20,17 @@ from pipeline.analysis.options import ProjectConfig
 from pipeline.analysis.projection import make_loss, project, save_projection_figure, snapshot_record, to_uint8
 from pipeline.config import ConfigError, Params
 from pipeline.data.dataset import PreparedDataset
-from pipeline.io import atomic_file, clear_stale_outputs, sha256_file, write_json
-from pipeline.metrics.scoring import pick_device
-from pipeline.progress import progress_bar
+from pipeline.devices import resolve_device
+from pipeline.headline import write_split
+from pipeline.io import atomic_file, clear_stale_outputs
+from pipeline.progress import counting_bar
+from pipeline.snapshots import load_model_generator, model_row, project_config
 from pipeline.tracking import resolve_tracking_uri, stage_run
-from pipeline.train.checkpoint import NETWORK_SNAPSHOT, load_checkpoint
 from stages import paths
 
 
 def projections_file(model: str) -> Path:
-    return paths.DATA / "projections" / f"{model}.npz"
+    return paths.projections_file(model)
 
 
 def project_figure(model: str) -> Path:
@@ -42,64 +41,13 @@ def project_metrics(model: str) -> Path:
     return paths.REPORTS / "metrics" / "project" / f"{model}.json"
 
 
-def regressor_file(dataset: str) -> Path:
-    return paths.DATA / "keypoints" / dataset / "regressor.pt"
-
-
-def project_config(params: Params) -> ProjectConfig:
-    return params.optional_section("project")
-
-
-def model_row(params: Params, model: str) -> str:
-    """The ablation row a model name stands for; unknown names fail with the known ones."""
-    models = project_config(params).models
-    if model not in models:
-        raise ConfigError(
-            f"unknown model {model!r}; project.models in params.yaml defines: {', '.join(sorted(models)) or 'none'} "
-            f"(add `{model}: <row>` there to analyse another row)"
-        )
-    return models[model]
-
-
-def resolve_device(device: str) -> torch.device:
-    """pipeline.metrics.scoring.pick_device, its error raised as a ConfigError the CLI reports cleanly."""
-    try:
-        return pick_device(device)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-
-
-def build_row_generator(generator: dict[str, Any]) -> torch.nn.Module:
-    from pipeline.models.registry import build_generator
-
-    return build_generator(generator)
-
-
-def snapshot_path(params: Params, model: str, root: Path) -> tuple[str, Path]:
-    """(row, runs/<row>/network-snapshot.pt) of `model`; a row not trained yet says how to train it."""
-    row = model_row(params, model)
-    snapshot = root / paths.run_dir(row) / NETWORK_SNAPSHOT
-    if not snapshot.is_file():
-        raise FileNotFoundError(
-            f"model {model!r} (row {row!r}) has no trained snapshot at '{snapshot}'; "
-            f"train it first with `pipeline train --row {row}` (or `dvc repro train@{row}`)"
-        )
-    return row, snapshot
-
-
 def load_generator(
     params: Params, model: str, root: Path, device: torch.device
 ) -> tuple[torch.nn.Module, str, Path, dict[str, Any]]:
     """(EMA generator of `model`'s row in eval mode, row, snapshot path, {sha256, step} of the snapshot)."""
-    row, snapshot = snapshot_path(params, model, root)
-    sha256 = sha256_file(
-        snapshot
-    )  # before loading: a snapshot replaced meanwhile then fails the next check, not silently
-    payload = load_checkpoint(snapshot, required=("G_ema",))
-    generator = (payload.get("info") or {}).get("generator") or params.row(row).generator
-    G = build_row_generator(generator)
-    G.load_state_dict(payload["G_ema"])
-    return G.to(device).eval(), row, snapshot, {"sha256": sha256, "step": int(payload.get("step", 0))}
+    snapshot = root / paths.snapshot_file(model_row(params, model))
+    G, row, source = load_model_generator(params, model, snapshot, device)
+    return G, row, snapshot, source
 
 
 def load_test_images(root: Path, cfg: ProjectConfig, resolution: int) -> tuple[np.ndarray, np.ndarray]:
@@ -133,33 +81,22 @@ def domain_feature_net(params: Params, cfg: ProjectConfig, root: Path):
         raise ConfigError(
             "project.domain_features 'keypoint_regressor' needs kpl.regressor in params.yaml (or set project.domain_features: none)"
         )
-    regressor = load_regressor(root / regressor_file(kpl.regressor.dataset))
+    regressor = load_regressor(root / paths.regressor_file(kpl.regressor.dataset))
     regressor.model.to(resolve_device(cfg.device)).requires_grad_(False)
     return regressor.features
-
-
-@contextmanager
-def counting_bar(description: str, total: int, enabled: bool = True) -> Iterator[Callable[[int], None] | None]:
-    """`advance(n)` adds n done units to a progress bar of `total` (None when disabled)."""
-    if not enabled:
-        yield None
-        return
-    with progress_bar(description) as update:
-        done = 0
-
-        def advance(n: int) -> None:
-            nonlocal done
-            done += n
-            update(done, total)
-
-        yield advance
 
 
 def run(params: Params, model: str, root: Path = Path("."), progress: bool = True) -> dict:
     """Project `model`'s test images into each configured space; return the metrics written."""
     cfg = project_config(params)
     device = resolve_device(cfg.device)
-    clear_stale_outputs(root, projections_file(model), project_figure(model), project_metrics(model))
+    clear_stale_outputs(
+        root,
+        projections_file(model),
+        project_figure(model),
+        project_metrics(model),
+        paths.details(project_metrics(model)),
+    )
     G, row, snapshot, source = load_generator(params, model, root, device)
     images, indices = load_test_images(root, cfg, G.resolution)
     loss_fn = make_loss(cfg.projector, domain_feature_net(params, cfg, root)).to(device)
@@ -199,7 +136,14 @@ def run(params: Params, model: str, root: Path = Path("."), progress: bool = Tru
         with atomic_file(root / projections_file(model)) as tmp:
             with open(tmp, "wb") as fh:
                 np.savez_compressed(fh, **arrays)
-        save_projection_figure(root / project_figure(model), targets, recons, cfg.figure_columns)
-        write_json(root / project_metrics(model), metrics)
+        save_projection_figure(
+            root / project_figure(model),
+            targets,
+            recons,
+            cfg.figure_columns,
+            labels=[space.upper() for space in cfg.spaces],
+            title=f"{model} (row {row}, step {source['step']}): test images and their projections",
+        )
+        write_split(root / project_metrics(model), root / paths.details(project_metrics(model)), metrics, "project")
         tracker.log_artifact(root / project_figure(model), "figures")
     return metrics

@@ -29,13 +29,14 @@ from pipeline.analysis.properties import (
 )
 from pipeline.config import ConfigError, Params
 from pipeline.data.preview import save_grid
-from pipeline.io import clear_stale_outputs, write_json
+from pipeline.headline import write_split
+from pipeline.io import clear_stale_outputs
 from pipeline.metrics.scoring import GeneratorSampler, latents_for_seeds, pick_device
 from pipeline.models.coords import Grid
 from pipeline.progress import progress_bar
+from pipeline.snapshots import load_row_snapshot
 from pipeline.tracking import resolve_tracking_uri, score_step, stage_run
 from stages import paths
-from stages.score import load_snapshot_generator
 
 FIGURES = ("extrapolation.png", "superresolution.png", "interpolation.png", "frequencies.png")
 FREQUENCY_BATCH = 32
@@ -51,8 +52,9 @@ def run(params: Params, row: str, root: Path = Path("."), progress: bool = True)
     """Draw the four figures of `row` and return its metrics (also written and logged)."""
     cfg: PropertiesConfig = params.properties
     params.row(row)  # unknown rows stop here with the list of known ones
-    clear_stale_outputs(root, paths.properties_dir(row), paths.properties_metrics(row))
-    generator, info = load_snapshot_generator(params, row, root)
+    metrics_file = paths.properties_metrics(row)
+    clear_stale_outputs(root, paths.properties_dir(row), metrics_file, paths.details(metrics_file))
+    generator, info = load_row_snapshot(params, row, root / paths.snapshot_file(row))
     device = pick_device(cfg.device)
     sampler = GeneratorSampler(generator, cfg.truncation_psi, device)
     G = sampler.G
@@ -157,7 +159,7 @@ def run(params: Params, row: str, root: Path = Path("."), progress: bool = True)
             "interpolation_params_vs_pixels_mean_abs": float((in_params - in_pixels).abs().mean()),
             "frequencies": {label: _percentiles(v) for label, v in zip(labels, per_block)},
         }
-        write_json(root / paths.properties_metrics(row), result)
+        write_split(root / metrics_file, root / paths.details(metrics_file), result, "properties")
         tracker.log_metrics({k: v for k, v in result.items() if isinstance(v, float)}, step=score_step(info["kimg"]))
         for name in FIGURES:
             tracker.log_artifact(out_dir / name, "figures")
@@ -190,7 +192,7 @@ def sample(
 ) -> Path:
     """`pipeline sample`: a grid of the row's G_ema images on an S x S grid over [start, end)^2
     (default: the trained resolution over [0, 1)); returns the PNG written."""
-    generator, _ = load_snapshot_generator(params, row)
+    generator, _ = load_row_snapshot(params, row, paths.snapshot_file(row))
     sampler = GeneratorSampler(generator, truncation_psi, pick_device(device))
     G = sampler.G
     s = resolution or int(G.resolution)

@@ -9,7 +9,6 @@ atomically after all the work is done: a failed run leaves the previous outputs 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,34 +16,25 @@ import numpy as np
 
 from pipeline.config import Params
 from pipeline.data.dataset import PreparedDataset
-from pipeline.io import atomic_file, remove_stale_temporaries, write_json
+from pipeline.headline import write_split
+from pipeline.io import remove_stale_temporaries
 from pipeline.metrics.domain import DomainFeatures, save_domain_net, train_domain_net
-from pipeline.metrics.frechet import GaussianStats
-from pipeline.metrics.inception import (
-    FeatureExtractor,
-    InceptionFeatures,
-    inception_score,
-    nhwc_to_nchw,
-    resolve_inception_weights,
-    sha256_file,
-    summarize,
-)
+from pipeline.metrics.inception import FeatureExtractor, inception_score, nhwc_to_nchw, summarize
 from pipeline.metrics.options import ReferenceConfig
+from pipeline.metrics.reference import Reference, save_reference
+from pipeline.metrics.reference import build_extractor as build_feature_extractor
 from pipeline.metrics.scoring import MetricsInputError, pick_device
 from pipeline.progress import progress_bar
 from pipeline.tracking import resolve_tracking_uri, stage_run
 from stages import paths
 
-REFERENCE_DIR = paths.DATA / "reference"
-
 
 def reference_stats_file(dataset: str) -> Path:
-    return REFERENCE_DIR / dataset / "stats.npz"
+    return paths.reference_stats_file(dataset)
 
 
 def domain_net_file(dataset: str) -> Path:
-    # Only written for domain features; one folder per dataset keeps DVC's outputs the same either way.
-    return REFERENCE_DIR / dataset / "domain.pt"
+    return paths.domain_net_file(dataset)
 
 
 def reference_metrics_file(dataset: str) -> Path:
@@ -53,41 +43,6 @@ def reference_metrics_file(dataset: str) -> Path:
 
 def reference_config(params: Params) -> ReferenceConfig:
     return params.reference
-
-
-@dataclass(frozen=True)
-class Reference:
-    """Real-image statistics as stored by this stage."""
-
-    dataset: str
-    features: str
-    resolution: int
-    weights_sha256: str
-    stats: GaussianStats
-
-
-def save_reference(path: Path, ref: Reference) -> None:
-    with atomic_file(path) as tmp:
-        np.savez(
-            tmp,
-            mu=ref.stats.mu,
-            sigma=ref.stats.sigma,
-            count=ref.stats.count,
-            resolution=ref.resolution,
-            features=ref.features,
-            weights_sha256=ref.weights_sha256,
-            dataset=ref.dataset,
-        )
-
-
-def load_reference(path: Path, dataset: str) -> Reference:
-    if not path.is_file():
-        raise MetricsInputError(
-            f"reference statistics '{path}' do not exist; run `pipeline reference --dataset {dataset}` first"
-        )
-    with np.load(path) as f:
-        stats = GaussianStats(f["mu"], f["sigma"], int(f["count"]))
-        return Reference(str(f["dataset"]), str(f["features"]), int(f["resolution"]), str(f["weights_sha256"]), stats)
 
 
 def open_prepared(root: Path, dataset: str) -> PreparedDataset:
@@ -101,23 +56,15 @@ def open_prepared(root: Path, dataset: str) -> PreparedDataset:
 
 def build_extractor(params: Params, dataset: str, root: Path = Path(".")) -> FeatureExtractor:
     """The feature network that scores `dataset`'s images: Inception, or the domain network this stage trained on it."""
-    cfg = reference_config(params)
-    device = pick_device(cfg.device)
-    if cfg.features == "inception":
-        return InceptionFeatures(resolve_inception_weights(cfg.inception_weights, download=cfg.download), device)
-    path = root / domain_net_file(dataset)
-    if not path.is_file():
-        raise MetricsInputError(
-            f"domain network '{path}' does not exist; run `pipeline reference --dataset {dataset}` first"
-        )
-    return DomainFeatures.load(path, device)
+    return build_feature_extractor(reference_config(params), dataset, root / domain_net_file(dataset))
 
 
 def run(params: Params, dataset: str, root: Path = Path(".")) -> dict[str, Any]:
     """Compute and cache the reference statistics of `dataset`; return the stage's metrics."""
     cfg = reference_config(params)
     params.dataset(dataset)  # unknown names fail here, with the list of datasets
-    for output in (reference_stats_file(dataset), domain_net_file(dataset), reference_metrics_file(dataset)):
+    metrics_file = reference_metrics_file(dataset)
+    for output in (reference_stats_file(dataset), domain_net_file(dataset), metrics_file, paths.details(metrics_file)):
         remove_stale_temporaries(root / output)  # what a killed earlier run left beside its outputs
     data = open_prepared(root, dataset)
     n = cfg.num_images or len(data)
@@ -157,14 +104,16 @@ def run(params: Params, dataset: str, root: Path = Path(".")) -> dict[str, Any]:
         metrics |= {f"{extractor.is_name}_real": is_mean, f"{extractor.is_name}_real_std": is_std}
 
         if net is not None:
-            save_domain_net(root / domain_net_file(dataset), net, {"dataset": dataset, **metrics})
-            extractor.weights_sha256 = sha256_file(root / domain_net_file(dataset))
+            # Without the training time: equal networks then give equal files, and an unchanged re-run leaves
+            # data/reference (a dep of every score) as it was.
+            info = {k: v for k, v in metrics.items() if not k.endswith("seconds")}
+            save_domain_net(root / domain_net_file(dataset), net, {"dataset": dataset, **info})
         metrics["weights_sha256"] = extractor.weights_sha256
         save_reference(
             root / reference_stats_file(dataset),
             Reference(dataset, cfg.features, data.resolution, extractor.weights_sha256, summary.stats),
         )
-        write_json(root / reference_metrics_file(dataset), metrics)
+        write_split(root / metrics_file, root / paths.details(metrics_file), metrics, "reference")
         tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
         tracker.set_tags({"weights_sha256": extractor.weights_sha256})
     return metrics

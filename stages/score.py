@@ -18,8 +18,10 @@ from torch import nn
 
 from pipeline.config import Params
 from pipeline.data.preview import save_grid
-from pipeline.io import clear_stale_outputs, write_json
+from pipeline.headline import write_split
+from pipeline.io import clear_stale_outputs
 from pipeline.metrics.inception import FeatureExtractor, quantize
+from pipeline.metrics.reference import Reference, build_extractor, load_reference
 from pipeline.metrics.scoring import (
     FIXED_GRID_KINDS,
     GeneratorSampler,
@@ -31,15 +33,15 @@ from pipeline.metrics.scoring import (
     score_images,
 )
 from pipeline.progress import progress_bar
+from pipeline.snapshots import load_ema_generator, load_row_snapshot
 from pipeline.tracking import headline, log_on_latest_run, resolve_tracking_uri, score_step, stage_run, table_tag
-from pipeline.train.checkpoint import KEPT_SNAPSHOTS_DIR, NETWORK_SNAPSHOT, kept_snapshot_files
-from pipeline.train.options import recorded_changes, resolve_train_config
+from pipeline.train.checkpoint import KEPT_SNAPSHOTS_DIR, kept_snapshot_files
+from pipeline.train.options import resolve_train_config
 from stages import paths
-from stages.reference import Reference, build_extractor, load_reference, reference_stats_file
 
 
 def snapshot_file(row: str) -> Path:
-    return paths.run_dir(row) / NETWORK_SNAPSHOT
+    return paths.snapshot_file(row)
 
 
 def score_metrics_file(row: str) -> Path:
@@ -50,56 +52,9 @@ def score_config(params: Params) -> ScoreConfig:
     return params.score
 
 
-def load_generator(generator: nn.Module, state_dict: Mapping[str, Any], where: str) -> nn.Module:
-    """Load the EMA weights of a snapshot into a freshly built generator; a mismatch says what to do."""
-    try:
-        generator.load_state_dict(state_dict)
-    except RuntimeError as err:
-        raise MetricsInputError(
-            f"snapshot '{where}' does not fit the row's generator as params.yaml builds it ({str(err).splitlines()[0]}); "
-            "the row's settings changed since training: re-train it (`pipeline train --row ROW --no-resume`)"
-        ) from None
-    return generator.eval()
-
-
 def load_snapshot_generator(params: Params, row: str, root: Path = Path(".")) -> tuple[nn.Module, dict[str, Any]]:
     """(EMA generator in eval mode, snapshot info: step, kimg) of a trained row."""
-    path = root / snapshot_file(row)
-    if not path.is_file():
-        raise MetricsInputError(
-            f"row {row!r} has not been trained: '{path}' does not exist; run `pipeline train --row {row}` first"
-        )
-    return load_ema_generator(params, row, path)
-
-
-def load_ema_generator(params: Params, row: str, path: Path) -> tuple[nn.Module, dict[str, Any]]:
-    """(EMA generator in eval mode, step, kimg) of one snapshot file of `row` (final or kept)."""
-    from pipeline.models.registry import build_generator, parse_generator_spec
-    from pipeline.train.checkpoint import load_checkpoint
-
-    cfg = params.row(row)
-    payload = load_checkpoint(path, required=("G_ema", "info"))
-    spec = parse_generator_spec(cfg.generator)
-    info = payload["info"] if isinstance(payload["info"], Mapping) else {}
-    trained_with = info.get("generator")
-    if trained_with is None or _spec_dump(trained_with) != spec.model_dump(mode="json"):
-        raise MetricsInputError(
-            f"snapshot '{path}' was trained with generator settings {trained_with}, but params.yaml now says "
-            f"{spec.model_dump(mode='json')}; re-train the row (`pipeline train --row {row} --no-resume`) or restore its settings"
-        )
-    # The same generator on another dataset, or with other training settings, is another row's snapshot:
-    # scoring it would write that row's numbers under this row's name.
-    changes = recorded_changes(
-        info, cfg.dataset, resolve_train_config(params.train, cfg.train, where=f"train + rows.{row}.train")
-    )
-    if changes:
-        shown = "; ".join(f"{k}: {old!r} there, {new!r} in params.yaml" for k, (old, new) in changes.items())
-        raise MetricsInputError(
-            f"snapshot '{path}' is not row {row!r} as params.yaml defines it (recorded row {info.get('row')!r}; {shown}); "
-            f"re-train the row (`pipeline train --row {row} --no-resume`) or restore its settings"
-        )
-    generator = load_generator(build_generator(spec), payload["G_ema"], str(path))
-    return generator, {"step": int(payload.get("step", 0)), "kimg": float(payload.get("kimg", 0.0))}
+    return load_row_snapshot(params, row, root / snapshot_file(row))
 
 
 def curve_snapshots(params: Params, row: str, root: Path = Path(".")) -> dict[int, Path]:
@@ -146,19 +101,14 @@ def score_curve(
     return points
 
 
-def _spec_dump(settings: Any) -> Any:
-    from pipeline.models.registry import parse_generator_spec
-
-    try:
-        return parse_generator_spec(settings).model_dump(mode="json")
-    except ValueError:
-        return settings  # settings of an older format: differ from any current spec
+def _extractor(params: Params, dataset: str, root: Path) -> FeatureExtractor:
+    return build_extractor(params.reference, dataset, root / paths.domain_net_file(dataset))
 
 
 def _checked_reference(
     params: Params, dataset: str, root: Path, resolution: int, extractor: FeatureExtractor, what: str
 ) -> Reference:
-    ref = load_reference(root / reference_stats_file(dataset), dataset)
+    ref = load_reference(root / paths.reference_stats_file(dataset), dataset)
     redo = f"re-run `pipeline reference --dataset {dataset}`"
     if ref.resolution != resolution:
         raise MetricsInputError(
@@ -181,16 +131,18 @@ def run(params: Params, row: str, root: Path = Path("."), progress: bool = True)
     """Score the trained `row`; write its metrics file and MLflow run; return the metrics."""
     cfg = score_config(params)
     row_cfg = params.row(row)
-    clear_stale_outputs(root, paths.score_metrics(row), paths.samples_png(row))  # a killed earlier score's temporaries
+    clear_stale_outputs(
+        root, paths.score_metrics(row), paths.details(paths.score_metrics(row)), paths.samples_png(row)
+    )  # a killed earlier score's temporaries
     generator, info = load_snapshot_generator(params, row, root)
     resolution = int(generator.resolution)
-    extractor = build_extractor(params, row_cfg.dataset, root)
+    extractor = _extractor(params, row_cfg.dataset, root)
     ref = _checked_reference(params, row_cfg.dataset, root, resolution, extractor, f"row {row!r}")
     upsampled = None
     if row_cfg.dataset in cfg.upsampled:
         high = cfg.upsampled[row_cfg.dataset]
         params.dataset(high)
-        extractor_2x = build_extractor(params, high, root)
+        extractor_2x = _extractor(params, high, root)
         ref_2x = _checked_reference(
             params,
             high,
@@ -238,8 +190,8 @@ def run(params: Params, row: str, root: Path = Path("."), progress: bool = True)
             **metrics,
             **({"curve": curve} if curve else {}),
         }
-        write_json(root / score_metrics_file(row), result)
-        _write_samples(generator, cfg, root / paths.samples_png(row))
+        write_split(root / score_metrics_file(row), root / paths.details(score_metrics_file(row)), result, "score")
+        _write_samples(generator, cfg, root / paths.samples_png(row), f"{row}: {info['kimg']:g} kimg")
         tracker.log_metrics(
             {k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=score_step(info["kimg"])
         )
@@ -262,11 +214,12 @@ def run(params: Params, row: str, root: Path = Path("."), progress: bool = True)
 SAMPLE_GRID = 6
 
 
-def _write_samples(generator: nn.Module, cfg: ScoreConfig, out: Path) -> None:
+def _write_samples(generator: nn.Module, cfg: ScoreConfig, out: Path, what: str) -> None:
     """A grid of the scored generator's first images (the same seeds as the metrics), versioned in
     reports/ so a reader sees what each row produces without running anything."""
     sampler = GeneratorSampler(generator, cfg.truncation_psi, pick_device(cfg.device), cfg.w_avg_samples)
     z = latents_for_seeds(range(cfg.seed_start, cfg.seed_start + SAMPLE_GRID**2), generator.z_dim)
     with torch.no_grad():
         images = quantize(sampler(z)).permute(0, 2, 3, 1).cpu().numpy()
-    save_grid(out, images, SAMPLE_GRID)
+    last = cfg.seed_start + SAMPLE_GRID**2 - 1
+    save_grid(out, images, SAMPLE_GRID, title=f"{what}, seeds {cfg.seed_start}..{last}, psi {cfg.truncation_psi:g}")

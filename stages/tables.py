@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import Params
+from pipeline.data.preview import save_panels
+from pipeline.headline import read_split
 from pipeline.io import write_text
 from pipeline.paper_numbers import (
     OOM,
@@ -32,7 +34,7 @@ def _score(root: Path, row: str, profile: str) -> dict[str, Any] | None:
     """The row's score, or None when there is none or it was scored under another profile (rows share
     names across profiles: a micro run must not appear beside default-profile numbers)."""
     path = root / paths.score_metrics(row)
-    score = json.loads(path.read_text()) if path.exists() else None
+    score = read_split(path, paths.details(path)) if path.exists() else None
     return score if score is not None and score.get("profile", profile) == profile else None
 
 
@@ -42,7 +44,10 @@ def _metric_names(params: Params) -> tuple[str, str]:
 
 def repeats(params: Params, root: Path = Path(".")) -> dict[str, list[str]]:
     """row -> the row itself and its repeats with other training seeds (Params.repeats_of)."""
-    return params.repeats_of({name: name for name in params.rows}, lambda name: root / paths.score_metrics(name))
+    # The details file holds what tells a repeat from a stale file: the profile and the settings fingerprint.
+    return params.repeats_of(
+        {name: name for name in params.rows}, lambda name: root / paths.details(paths.score_metrics(name))
+    )
 
 
 def _ours(params: Params, root: Path, table: str) -> dict[str, list[dict[str, Any]]]:
@@ -128,7 +133,8 @@ def _header(params: Params, what: str) -> str:
 
 def _table1(params: Params, root: Path) -> tuple[str, list[dict]]:
     ours = _ours(params, root, "table1")
-    macs = json.loads((root / paths.MACS_METRICS).read_text()) if (root / paths.MACS_METRICS).exists() else {}
+    macs_file = root / paths.MACS_METRICS
+    macs = read_split(macs_file, paths.details(macs_file)) if macs_file.exists() else {}
     fd, _ = _metric_names(params)
     header = [
         "decoder",
@@ -397,9 +403,63 @@ def run(params: Params, root: Path = Path(".")) -> dict[str, str]:
         write_text(root / paths.table_md(name), text)
         write_csv(root / paths.table_csv(name), records)
         texts[name] = text
+        _samples_figure(params, root, name)
     write_text(root / paths.REPORTS / "README.md", _index(params) + "\n" + findings(params, root))
     log_study(params, root)  # the study's summary run in MLflow: these tables, also as its description
     return texts
+
+
+TABLE_TITLES = {
+    "table1": "Table 1: progressive ablation",
+    "table2": "Table 2: FMM activation, StyleGAN2 architecture, bilinear upsampling",
+    "table4": "Table 4: multi-class data",
+    "fig8": "Fig. 8: FMM rank",
+}
+
+
+def _samples_figure(params: Params, root: Path, table: str) -> None:
+    """The sample grids (stage score) of `table`'s rows side by side, each labelled with its paper row, our
+    row and its score: what the table's numbers look like."""
+    measured = _with_table1(params, root, table) if table in ("table2", "fig8") else _ours(params, root, table)
+    fd, _ = _metric_names(params)
+    labels = {"table1": TABLE1_LABELS, "table2": TABLE2_LABELS, "table4": TABLE4_LABELS}.get(table, {})
+    panels = [
+        (
+            f"{_paper_label(table, labels, key, m)}\n{m['row']}\n{fd} {_short(m)}",
+            root / paths.samples_png(m["row"]),
+        )
+        for key, rows in sorted(measured.items(), key=lambda item: _figure_order(table, labels, item[0], item[1]))
+        for m in rows
+        if _in_figure(table, labels, key) and (root / paths.samples_png(m["row"])).is_file()
+    ]
+    title = f"{TABLE_TITLES[table]}: samples of each row (seed-0 run, {params.profile} profile)"
+    save_panels(root / paths.table_samples_png(table), panels, title)
+
+
+def _in_figure(table: str, labels: dict[str, str], key: str) -> bool:
+    """The paper rows the table itself shows (as its Markdown does): Table 2 takes only INR-GAN and StyleGAN2
+    of Table 1's rows, Fig. 8 only the INR-GAN rank rows."""
+    if table == "fig8":
+        return key == "inr_gan" or key.startswith("inr_gan_rank")
+    return not labels or key in labels
+
+
+def _figure_order(table: str, labels: dict[str, str], key: str, rows: list[dict[str, Any]]) -> tuple:
+    """The table's order: its paper rows as listed (Fig. 8: by rank)."""
+    if table == "fig8":
+        return (rows[0].get("rank") or 0,)
+    return (list(labels).index(key) if key in labels else len(labels),)
+
+
+def _paper_label(table: str, labels: dict[str, str], key: str, m: dict[str, Any]) -> str:
+    return f"FMM rank {m['rank']}" if table == "fig8" else labels.get(key, key)
+
+
+def _short(m: dict[str, Any]) -> str:
+    """A row's score for a figure label: mean +- std over seeds, one decimal."""
+    if m["fd"] is None:
+        return "not scored"
+    return f"{m['fd']:.1f}" + (f" +- {m['fd_std']:.1f} ({m['seeds']} seeds)" if m.get("fd_std") is not None else "")
 
 
 def _index(params: Params) -> str:
@@ -418,6 +478,7 @@ committed profile can be read without running anything. Every number is computed
 | [tables/fig8.md](tables/fig8.md) | Fig. 8: FMM rank, final scores |
 | [figures/fig8_rank_curve.png](figures/fig8_rank_curve.png) | Fig. 8: score vs kimg per FMM rank (data: plots/fig8_rank_curve.csv) |
 | [figures/fig9_gmacs.png](figures/fig9_gmacs.png) | Fig. 9: GMACs of lower-resolution images |
+| figures/tables/&lt;table&gt;_samples.png | each table's rows' samples side by side, labelled with row and score |
 | figures/properties/&lt;row&gt;/ | Figs. 2/10, 3, 5, 17 per INR row (`properties.rows`): extrapolation, super-resolution, interpolation in parameter vs pixel space, Fourier frequencies (numbers: metrics/properties/) |
 | figures/prepare/ | a grid of prepared images per dataset |
 | figures/project/ | real test images and their Z/W-space reconstructions |

@@ -160,7 +160,7 @@ def benchmark(
 
     batch defaults to what one process computes at once under the row's options; mixed_precision
     (off, bf16, fp16) replaces the row's `train.mixed_precision`."""
-    from stages.bench import resolve_device
+    from pipeline.devices import resolve_device_flag
 
     cfg = params.row(row)
     options = train_options(params, row)
@@ -177,7 +177,7 @@ def benchmark(
             "pipeline bench-train: "
             + "; ".join(f"--{k} must be at least {1 if k != 'warmup' else 0}, got {v}" for k, v in bad.items())
         )
-    device = resolve_device(device if device != "auto" else options.device, "pipeline bench-train")
+    device = resolve_device_flag(device if device != "auto" else options.device, "pipeline bench-train")
     if options.mixed_precision != "off" and str(device).split(":")[0] != "cuda":
         raise ConfigError(
             f"pipeline bench-train: mixed precision {options.mixed_precision!r} needs a CUDA device (running on "

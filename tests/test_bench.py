@@ -72,7 +72,7 @@ def test_bad_command_line_values_are_one_line_errors(project: Path, args: list[s
 def test_cuda_without_a_gpu_is_a_clear_error() -> None:
     import torch
 
-    from stages.bench import resolve_device
+    from pipeline.devices import resolve_device_flag as resolve_device
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")

@@ -71,6 +71,17 @@ def test_dvc_repro_micro(tmp_path: Path) -> None:
 
     assert "Running stage" not in _run(["dvc", "repro"], tmp_path)
 
+    # Re-running stages unchanged leaves every DVC metric as it was: timings, hashes and paths are in the
+    # details files (pipeline/headline.py), which are plain outputs.
+    before = _run(["dvc", "metrics", "show", "--json"], tmp_path)
+    # Their outputs are byte-equal too (reference's domain network file records no training time), so the
+    # --dry checks below still see only what a parameter change touches.
+    forced = ["prepare@faces32_test", "reference@faces32_test", "macs", f"score@{rows[0]}", f"project@{rows[0]}"]
+    for stage in forced:
+        _run(["dvc", "repro", "--force", "--single-item", stage], tmp_path)
+    assert _run(["dvc", "metrics", "show", "--json"], tmp_path) == before
+    assert (tmp_path / paths.details(paths.score_metrics(rows[0]))).is_file()
+
     def reseed_test_faces(p: dict) -> None:
         p["prepare"]["datasets"]["faces32_test"]["seed"] += 1
 

@@ -195,3 +195,27 @@ def test_torch_save_on_a_really_full_disk(full_disk):
     with pytest.raises(NoSpaceLeft, match=f"no space left on {full_disk}"):
         save_torch(full_disk / "net.pt", {"w": torch.zeros(1 << 20)})
     assert list(full_disk.iterdir()) == []
+
+
+def test_state_dict_sha256_names_the_weights_not_their_file() -> None:
+    import torch
+
+    from pipeline.io import state_dict_sha256
+
+    base = {"a.weight": torch.arange(6.0).reshape(2, 3), "a.bias": torch.zeros(2)}
+    digest = state_dict_sha256(base)
+    assert len(digest) == 64
+    assert state_dict_sha256({k: v.clone() for k, v in reversed(base.items())}) == digest  # order of insertion
+    changed = {
+        "value": {**base, "a.bias": torch.tensor([0.0, 1e-6])},
+        "dtype": {**base, "a.bias": torch.zeros(2, dtype=torch.float64)},
+        "shape": {**base, "a.weight": torch.arange(6.0).reshape(3, 2)},
+        "name": {"b.weight": base["a.weight"], "a.bias": base["a.bias"]},
+    }
+    for what, state in changed.items():
+        assert state_dict_sha256(state) != digest, what
+    assert state_dict_sha256({"w": torch.arange(6.0).reshape(2, 3).t()}) == state_dict_sha256(
+        {"w": torch.arange(6.0).reshape(2, 3).t().contiguous()}
+    )  # a strided view hashes as its values
+    with pytest.raises(TypeError, match="'step' is a int"):
+        state_dict_sha256({"step": 3})

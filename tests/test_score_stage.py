@@ -14,11 +14,13 @@ import pytest
 import torch
 
 from pipeline.config import Params
+from pipeline.data.preview import LABEL_SIZE
+from pipeline.headline import read_split
 from pipeline.metrics.options import DomainNetConfig, ReferenceConfig, ScoreConfig
 from pipeline.metrics.scoring import MetricsInputError
 from pipeline.models.registry import build_generator
 from pipeline.train.checkpoint import CheckpointError, kept_snapshot_file, save_checkpoint
-from stages import prepare, reference, score, train
+from stages import paths, prepare, reference, score, train
 
 TINY = dict(
     kind="inr_gan",
@@ -96,9 +98,22 @@ def study(project: Path, micro_dict: dict) -> tuple[Path, StudyParams]:
     return project, params
 
 
+def test_an_unchanged_reference_re_run_gives_the_same_files(study):
+    # data/reference is a dep of every score: a file that differs only in a recorded training time made
+    # DVC re-run all scores after an unchanged reference re-run.
+    from pipeline.io import sha256_file
+
+    root, params = study
+    outputs = [root / reference.domain_net_file("faces32"), root / reference.reference_stats_file("faces32")]
+    before = [sha256_file(p) for p in outputs]
+    reference.run(params, "faces32")
+    assert [sha256_file(p) for p in outputs] == before
+
+
 def test_reference_then_score_writes_repeatable_metrics(study):
     root, params = study
-    ref = json.loads((root / reference.reference_metrics_file("faces32")).read_text())
+    ref_file = root / reference.reference_metrics_file("faces32")
+    ref = read_split(ref_file, paths.details(ref_file))
     assert ref["features"] == "domain" and ref["num_images"] == 128 and 0 <= ref["domain_holdout_accuracy"] <= 1
     assert (root / reference.reference_stats_file("faces32")).is_file() and (
         root / reference.domain_net_file("faces32")
@@ -113,7 +128,15 @@ def test_reference_then_score_writes_repeatable_metrics(study):
     with stage_run(uri, params.tracking.experiment, "train/toy", {"stage": "train"}) as train_run:
         train_run.log_metrics({"loss_g": 1.0}, step=320)
     first = score.run(params, "toy", progress=False)
-    written = json.loads((root / score.score_metrics_file("toy")).read_text())
+    metrics_file = root / score.score_metrics_file("toy")
+    written = read_split(metrics_file, paths.details(metrics_file))
+    # The DVC metrics file holds the headline numbers only; options, hashes and counts are in the details file.
+    assert set(json.loads(metrics_file.read_text())) == {
+        "fd_domain",
+        "is_domain",
+        "kimg",
+        *(f"fd_domain_up2x_{m}" for m in ("nearest", "bilinear", "bicubic", "grid")),
+    }
     # The scores also on the row's training run, at images shown; the score run's grid is samples.png.
     client = MlflowClient(tracking_uri=uri)
     [fd] = client.get_metric_history(train_run.run_id, "fd_domain")
@@ -137,10 +160,9 @@ def test_reference_then_score_writes_repeatable_metrics(study):
     assert written["num_images"] == 24 and written["kimg"] == pytest.approx(0.32) and written["features"] == "domain"
     from PIL import Image
 
-    from stages import paths
-
     grid = Image.open(root / paths.samples_png("toy"))
-    assert grid.size == (6 * 66 + 2, 6 * 66 + 2)  # 6 x 6 samples of 32 px, enlarged to 64 px tiles with 2 px gaps
+    # 6 x 6 samples of 32 px, enlarged to 64 px tiles with 2 px gaps, under a title band (row, kimg, seeds)
+    assert grid.size == (6 * 66 + 2, 6 * 66 + 2 + LABEL_SIZE + 12)
     again = score.run(params, "toy", progress=False)  # same snapshot, same seeds: same numbers
     assert again["fd_domain"] == pytest.approx(first["fd_domain"], rel=1e-9)
     assert again["fd_domain_up2x_grid"] == pytest.approx(first["fd_domain_up2x_grid"], rel=1e-9)
@@ -253,7 +275,9 @@ def test_curve_scores_every_kept_snapshot_with_the_main_scores_seeds(study, micr
     _kept_snapshot(root, params, step=5, seed=1)
     _kept_snapshot(root, params, step=10, seed=0)  # the last kept snapshot is the final G_ema
     result = score.run(params, "toy", progress=False)
-    written = json.loads((root / score.score_metrics_file("toy")).read_text())
+    metrics_file = root / score.score_metrics_file("toy")
+    written = read_split(metrics_file, paths.details(metrics_file))
+    assert "curve" not in json.loads(metrics_file.read_text())  # curves are details, not DVC metrics
     assert [(p["step"], p["kimg"]) for p in written["curve"]] == [(5, pytest.approx(0.16)), (10, pytest.approx(0.32))]
     # curve.num_images = num_images: the last point is the main score, image for image
     assert written["curve"][-1]["fd"] == pytest.approx(written["fd_domain"], rel=1e-12) == result["fd_domain"]

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from pipeline.config import ConfigError, parse_params, seed_row, with_seed_rows
+from pipeline.headline import write_split
 from stages import paths
 from stages import tables as stage
 
@@ -126,9 +127,8 @@ def test_the_plain_profile_finds_committed_repeats_with_the_rows_settings(projec
     paths.score_metrics("inr_gan").parent.mkdir(parents=True)
     good = plain.settings_fingerprint("inr_gan")
     for row, fd, fingerprint in (("inr_gan", 10.0, good), ("inr_gan_s1", 12.0, good), ("inr_gan_s2", 99.0, "0" * 64)):
-        paths.score_metrics(row).write_text(
-            json.dumps({"fd_domain": fd, "kimg": 4.0, "profile": "micro", "settings_sha256": fingerprint})
-        )
+        record = {"fd_domain": fd, "kimg": 4.0, "profile": "micro", "settings_sha256": fingerprint}
+        write_split(paths.score_metrics(row), paths.details(paths.score_metrics(row)), record, "score")
     assert stage.repeats(plain) == {
         "inr_gan": ["inr_gan", "inr_gan_s1"],
         "stylegan2": ["stylegan2"],

@@ -36,6 +36,27 @@ def test_tables_put_measured_scores_beside_the_paper(project: Path, micro_dict: 
     csv = paths.table_csv("table1").read_text().splitlines()
     assert csv[0].startswith("table,paper_row,row,dataset") and len(csv) == 3
     assert "tables/table3_kpl.md" in (project / "reports" / "README.md").read_text()
+    # One labelled samples figure per table, from the rows' sample grids (none here: the figures say so).
+    assert all(paths.table_samples_png(t).is_file() for t in stage.TABLES)
+
+
+def test_each_tables_samples_figure_shows_that_tables_rows(project: Path, micro_dict: dict, monkeypatch) -> None:
+    import numpy as np
+
+    from pipeline.data.preview import save_grid
+
+    params = parse_params(micro_dict)
+    paths.score_metrics("inr_gan").parent.mkdir(parents=True)
+    for row in params.rows:
+        paths.score_metrics(row).write_text(json.dumps({"fd_domain": 10.0, "is_domain": 2.0, "kimg": 4.0}))
+        save_grid(paths.samples_png(row), np.zeros((4, 8, 8, 3), np.uint8), 2)
+    shown = {}
+    monkeypatch.setattr(stage, "save_panels", lambda path, panels, title: shown.update({Path(path).name: panels}))
+    stage.run(params)
+    table1 = [label.splitlines() for label, _ in shown["table1_samples.png"]]
+    assert [lines[1] for lines in table1] == [r for r in params.rows if params.rows[r].table == "table1"]
+    assert table1[0][2] == "fd_domain 10.0"
+    assert shown["table4_samples.png"] == []
 
 
 def test_fig8_curve_plot_and_csv_come_from_the_metrics_files(project: Path, micro_dict: dict) -> None:

@@ -338,11 +338,20 @@ def to_uint8(images: Tensor) -> np.ndarray:
     return ((images.detach().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-def save_projection_figure(path: str | Path, targets: Tensor, reconstructions: list[Tensor], columns: int = 8) -> None:
-    """Rows of `columns` images: the targets, then each reconstruction set (e.g. Z then W) below them."""
+def save_projection_figure(
+    path: str | Path,
+    targets: Tensor,
+    reconstructions: list[Tensor],
+    columns: int = 8,
+    labels: list[str] | None = None,
+    title: str | None = None,
+) -> None:
+    """Rows of `columns` images: the targets, then each reconstruction set (e.g. Z then W) below them, each
+    row labelled (`labels`: one per reconstruction set, e.g. ["Z", "W"])."""
     n = min(columns, len(targets))
     rows = [to_uint8(targets[:n])] + [to_uint8(r[:n]) for r in reconstructions]
-    save_grid(path, np.concatenate(rows), n)
+    row_labels = None if labels is None else ["targets", *labels]
+    save_grid(path, np.concatenate(rows), n, title=title, row_labels=row_labels)
 
 
 __all__ = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from pipeline.io import atomic_file
 
@@ -42,6 +42,78 @@ def image_grid(images: np.ndarray, columns: int, keypoints: np.ndarray | None = 
     return canvas
 
 
-def save_grid(path: str | Path, images: np.ndarray, columns: int, keypoints: np.ndarray | None = None) -> None:
+LABEL_SIZE = 14  # px of label text: readable beside 64 px tiles
+
+
+def label_font(size: int = LABEL_SIZE) -> ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
+
+
+def labelled(grid: Image.Image, title: str | None = None, row_labels: list[str] | None = None) -> Image.Image:
+    """`grid` with a title band above it and, for each of its rows of tiles, a label at its left (the rows
+    are taken as equally tall). A figure says what it shows without its file name."""
+    if not title and not row_labels:
+        return grid
+    font = label_font()
+    measure = ImageDraw.Draw(grid)
+    margin = 6 + max((measure.textlength(label, font=font) for label in row_labels or []), default=0)
+    left = int(margin) + 6 if row_labels else 0
+    top = LABEL_SIZE + 12 if title else 0
+    canvas = Image.new("RGB", (grid.width + left, grid.height + top), (255, 255, 255))
+    canvas.paste(grid, (left, top))
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((left + 4, 5), title, fill=(0, 0, 0), font=font)
+    for i, label in enumerate(row_labels or []):
+        centre = top + (i + 0.5) * grid.height / len(row_labels)
+        draw.text((4, centre), label, fill=(0, 0, 0), font=font, anchor="lm")
+    return canvas
+
+
+def save_grid(
+    path: str | Path,
+    images: np.ndarray,
+    columns: int,
+    keypoints: np.ndarray | None = None,
+    *,
+    title: str | None = None,
+    row_labels: list[str] | None = None,
+) -> None:
+    """A grid of `images` as PNG, with an optional title and one label per row of tiles."""
+    rows = -(-len(images) // columns)
+    if row_labels is not None and len(row_labels) != rows:
+        raise ValueError(f"{len(row_labels)} row labels ({row_labels}) for a grid of {rows} rows; give one per row")
     with atomic_file(path) as tmp:
-        image_grid(images, columns, keypoints).save(tmp, format="PNG")
+        labelled(image_grid(images, columns, keypoints), title, row_labels).save(tmp, format="PNG")
+
+
+def save_panels(
+    path: str | Path, panels: list[tuple[str, Path]], title: str, columns: int = 3, width: int = 264
+) -> None:
+    """Images side by side under a title, each scaled to `width` px wide with its (multi-line) label above
+    it: e.g. one table's rows' sample grids. Without panels, the title and a line saying there are none."""
+    font = label_font()
+    line = LABEL_SIZE + 4
+    label_lines = max((label.count("\n") + 1 for label, _ in panels), default=0)
+    scaled = []
+    for label, image_path in panels:
+        with Image.open(image_path) as image:
+            image = image.convert("RGB")
+            scaled.append((label, image.resize((width, round(image.height * width / image.width)), Image.LANCZOS)))
+    columns = max(1, min(columns, len(scaled)))
+    cell_h = max((im.height for _, im in scaled), default=0) + label_lines * line + 8
+    rows = -(-len(scaled) // columns)
+    top = line + 10
+    canvas = Image.new(
+        "RGB", (max(columns * (width + 8) + 8, 480), top + max(rows * cell_h, line + 8)), (255, 255, 255)
+    )
+    draw = ImageDraw.Draw(canvas)
+    draw.text((8, 6), title, fill=(0, 0, 0), font=font)
+    if not scaled:
+        draw.text((8, top), "no rows of this table in this profile's results", fill=(90, 90, 90), font=font)
+    for i, (label, image) in enumerate(scaled):
+        x, y = 8 + (i % columns) * (width + 8), top + (i // columns) * cell_h
+        draw.multiline_text((x, y), label, fill=(0, 0, 0), font=font, spacing=4)
+        canvas.paste(image, (x, y + label_lines * line + 4))
+    with atomic_file(path) as tmp:
+        canvas.save(tmp, format="PNG")

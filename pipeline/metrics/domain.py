@@ -22,8 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pipeline.io import load_versioned_torch, save_torch
-from pipeline.metrics.inception import sha256_file
+from pipeline.io import load_versioned_torch, save_torch, state_dict_sha256
 from pipeline.metrics.options import DomainNetConfig
 
 FORMAT_VERSION = 1
@@ -191,16 +190,17 @@ class DomainFeatures:
     fd_name = "fd_domain"
     is_name = "is_domain"
 
-    def __init__(self, net: DomainNet, weights_sha256: str = "", device: str | torch.device = "cpu"):
+    def __init__(self, net: DomainNet, device: str | torch.device = "cpu"):
+        # The weights' own hash, not the file's: scores name the network they used, the same in any clone.
+        self.weights_sha256 = state_dict_sha256(net.state_dict())
         self.device = torch.device(device)
         self.net = net.eval().to(self.device)
         self.dim = net.dim
         self.resolution = net.resolution
-        self.weights_sha256 = weights_sha256
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> DomainFeatures:
-        return cls(load_domain_net(path), sha256_file(path), device)
+        return cls(load_domain_net(path), device)
 
     @torch.no_grad()
     def __call__(self, images: Tensor) -> tuple[Tensor, Tensor]:

@@ -135,3 +135,13 @@ def test_figure(tmp_path):
     assert Image.open(tmp_path / "f.png").size == (4 * 66 + 2, 3 * 66 + 2)
     top_left = np.asarray(Image.open(tmp_path / "f.png"))[2:66, 2:66]
     assert np.array_equal(top_left[::8, ::8], ((t[0].permute(1, 2, 0) + 1) * 127.5).round().to(torch.uint8).numpy())
+
+
+def test_figure_rows_are_labelled(tmp_path, monkeypatch):
+    from pipeline.analysis import projection
+
+    seen = {}
+    monkeypatch.setattr(projection, "save_grid", lambda path, images, n, **labels: seen.update(labels))
+    t = torch.rand(4, 3, 8, 8) * 2 - 1
+    save_projection_figure(tmp_path / "f.png", t, [t, -t], columns=8, labels=["Z", "W"], title="m")
+    assert seen == {"title": "m", "row_labels": ["targets", "Z", "W"]}

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from pipeline import snapshots
 from pipeline.analysis import WeightsError
 from pipeline.analysis.projection import ProjectionsError, snapshot_record
 from pipeline.config import ConfigError, Params
@@ -80,7 +81,7 @@ def _write_snapshot(root: Path, row: str, seed: int) -> None:
 
 @pytest.fixture
 def setup(project, micro_dict, monkeypatch):
-    monkeypatch.setattr(project_stage, "build_row_generator", lambda generator: Toy32())
+    monkeypatch.setattr(snapshots, "build_row_generator", lambda generator: Toy32())
     _write_dataset(project, "faces32", 200, 0)
     _write_dataset(project, "faces32_test", 8, 7)
     return project, micro_dict

@@ -135,3 +135,39 @@ def test_a_zero_byte_images_file_is_a_named_error_with_exit_code_2_through_the_c
         and "pipeline prepare --dataset faces32" in res.stderr
     )
     assert "Traceback" not in res.stderr and not (project / "runs").exists()
+
+
+def test_grids_carry_a_title_and_row_labels(tmp_path) -> None:
+    from PIL import Image
+
+    from pipeline.data.preview import LABEL_SIZE, image_grid, save_grid
+
+    images = np.full((6, 16, 16, 3), 128, np.uint8)
+    plain = image_grid(images, 3)
+    save_grid(tmp_path / "g.png", images, 3, title="inr_gan: 16 kimg", row_labels=["targets", "Z"])
+    with Image.open(tmp_path / "g.png") as out:
+        grid = np.asarray(out.convert("L"))
+    assert grid.shape[0] == plain.height + LABEL_SIZE + 12 and grid.shape[1] > plain.width + 20
+    left = grid.shape[1] - plain.width
+    assert (grid[: LABEL_SIZE + 12, left:] < 128).any()  # the title is drawn
+    assert (grid[LABEL_SIZE + 12 :, :left] < 128).any()  # and the row labels
+    with pytest.raises(ValueError, match="3 row labels"):
+        save_grid(tmp_path / "bad.png", images, 3, row_labels=["targets", "Z", "W"])
+
+
+def test_panels_put_labelled_images_side_by_side(tmp_path) -> None:
+    from PIL import Image
+
+    from pipeline.data.preview import save_grid, save_panels
+
+    for name in ("a", "b"):
+        save_grid(tmp_path / f"{name}.png", np.zeros((4, 16, 16, 3), np.uint8), 2)
+    save_panels(
+        tmp_path / "p.png", [("row a\nfd 1.0", tmp_path / "a.png"), ("row b", tmp_path / "b.png")], "T", width=100
+    )
+    with Image.open(tmp_path / "p.png") as out:
+        assert out.width == 2 * 108 + 8 or out.width == 480  # two panels of 100 px (or the least width)
+        dark = np.asarray(out.convert("L")) < 10
+    assert dark[:, 8:108].any() and dark[:, 116:216].any()  # both grids pasted, side by side
+    save_panels(tmp_path / "empty.png", [], "Table 4")  # a table without rows still gets its figure
+    assert (tmp_path / "empty.png").is_file()

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from pipeline.config import DatasetConfig
 from pipeline.data.dataset import PreparedDataset
 from pipeline.data.prepare import prepare_dataset
+from pipeline.io import sha256_file
 from pipeline.metrics.domain import DomainFeatures, load_domain_net, save_domain_net, train_domain_net
 from pipeline.metrics.frechet import frechet_distance_stats
 from pipeline.metrics.inception import nhwc_to_nchw, summarize
@@ -73,6 +74,14 @@ def test_training_is_deterministic_and_weights_round_trip(faces, tmp_path):
     x = nhwc_to_nchw(np.asarray(images[:8]))
     assert torch.allclose(ext(x)[0], DomainFeatures(net1)(x)[0])
     assert len(ext.weights_sha256) == 64
+    # The weights' hash, not the file's: the same network saved elsewhere (another clone's temporary name,
+    # another torch version's zip layout) names the same weights.
+    assert ext.weights_sha256 == DomainFeatures(net1).weights_sha256 != sha256_file(path)
+    other = tmp_path / "elsewhere" / "other.pt"
+    save_domain_net(other, net1, {"note": "saved with other info"})
+    assert DomainFeatures.load(other).weights_sha256 == ext.weights_sha256
+    other.unlink()
+    other.parent.rmdir()
     assert [p.name for p in tmp_path.iterdir()] == ["net.pt"]  # no temporary left beside it
     with pytest.raises(ValueError, match="trained on 32 px"):
         ext(torch.zeros(1, 3, 64, 64, dtype=torch.uint8))
