@@ -176,6 +176,16 @@ def authors_state(G: torch.nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
+def _as_module_list(node: _Record) -> None:
+    """Their SynthesisBlock.extra_convs is a plain torch nn.ModuleList (pickled as that class and its __dict__)."""
+    for name, child in list(node.children.items()):
+        _as_module_list(child)
+        if name == "extra_convs":
+            plain_list = torch.nn.ModuleList()
+            plain_list._modules.update(child.children)  # the records themselves, as their pickle holds them
+            node.children[name] = plain_list
+
+
 def record_tree(state: dict[str, torch.Tensor], marker: Path) -> _Record:
     root = _Record("Generator", marker)
     for key, value in state.items():
@@ -187,6 +197,7 @@ def record_tree(state: dict[str, torch.Tensor], marker: Path) -> _Record:
             node.buffers[leaf] = value.clone()
         else:
             node.params[leaf] = torch.nn.Parameter(value.clone(), requires_grad=False)
+    _as_module_list(root)
     return root
 
 
@@ -463,3 +474,51 @@ def test_cli_import_and_train_of_a_released_row(project, micro_dict, authors_mod
     assert done.returncode == 0, done.stderr
     assert "imported small_released" in done.stdout and _snapshot(project).is_file()
     assert (project / paths.train_plots("small_released")).is_file()
+
+
+# --- the paper profile and the tables ------------------------------------------------------------------------
+
+
+def test_paper_profile_imports_the_released_checkpoints_at_their_published_settings():
+    import yaml
+
+    from pipeline.config import parse_params
+
+    paper = parse_params(yaml.safe_load((Path(__file__).parents[1] / "profiles" / "paper.yaml").read_text()))
+    settings = {
+        name: (
+            Path(row.released.pickle).name,
+            row.dataset,
+            row.released.published_fid,
+            row.released.truncation_psi,
+            row.generator.upsampling,
+        )
+        for name, row in paper.rows.items()
+        if row.released is not None
+    }
+    assert settings == {  # universome/inr-gan README: FIDs, and truncation 0.9 / 0.95 "crucial" for the Bedrooms models
+        "released_churches256": ("churches.pkl", "lsun_church_256", 4.45, 1.0, "nearest"),
+        "released_bedrooms256": ("bedrooms.pkl", "lsun_bedroom_256", 5.71, 0.9, "nearest"),
+        "released_ffhq256": ("ffhq.pkl", "ffhq_256", 9.57, 1.0, "nearest"),
+        "released_churches256_bil": ("churches-bil.pkl", "lsun_church_256", 4.04, 1.0, "bilinear"),
+        "released_bedrooms256_bil": ("bedrooms-bil.pkl", "lsun_bedroom_256", 3.43, 0.95, "bilinear"),
+        "released_ffhq256_bil": ("ffhq-bil.pkl", "ffhq_256", 4.95, 1.0, "bilinear"),
+    }
+    assert paper.rows["released_churches256"].generator.extra_layer_resolutions == ()  # their README: extra_convs: {}
+    assert "released_ffhq256" in paper.project.models.values()  # Table 3 (project + kpl) on the released FFHQ model
+
+
+def test_released_table_puts_published_and_our_fid_beside_trained_rows(study):
+    from stages import tables
+
+    root, params = study
+    (root / paths.score_metrics("small_released")).parent.mkdir(parents=True)
+    (root / paths.score_metrics("small_released")).write_text(json.dumps({"profile": "micro", "fd_domain": 12.3}))
+    (root / paths.score_metrics("toy")).write_text(json.dumps({"profile": "micro", "fd_domain": 45.6}))
+    text, records = tables._released(params, root)
+    assert "| small_released | small.pkl | faces32 | 1.00 | 4.45 | 12.30 | toy: 45.60 |" in text
+    assert records[0]["published_fid"] == 4.45 and records[0]["fd_domain"] == 12.3
+    base = params.model_dump()
+    del base["rows"]["small_released"]
+    text, records = tables._released(StudyParams.model_validate(base), root)
+    assert "No row of this profile imports one" in text and records == []

@@ -34,12 +34,21 @@ class ReleasedPickleError(ValueError):
     """A network pickle that cannot be imported; the message names the file, what was wrong and what to do."""
 
 
-@dataclass
 class PersistentRecord:
-    """What a StyleGAN2-ADA persistent-class record holds, as plain data (its source is never run)."""
+    """What a StyleGAN2-ADA persistent-class record holds, as plain data (its source is never run); also
+    stands for torch's own containers (nn.ModuleList, ...), which pickle as a class plus a state dict."""
 
-    class_name: str
-    state: dict[str, Any]
+    class_name = ""
+
+    def __init__(self, class_name: str | None = None, state: Mapping[str, Any] | None = None):
+        if class_name is not None:
+            self.class_name = class_name
+        self.state = dict(state or {})
+
+    def __setstate__(self, state: Any) -> None:  # pickle's BUILD of a torch container: its __dict__
+        if not isinstance(state, Mapping):
+            raise ReleasedPickleError(f"a {self.class_name} holds a {type(state).__name__} state, not its __dict__")
+        self.state = dict(state)
 
 
 class Opaque:
@@ -93,6 +102,11 @@ except ImportError:  # pragma: no cover - numpy 1.x
     from numpy.core.multiarray import scalar as _numpy_scalar
 
 
+def _torch_container(name: str) -> type:
+    # Their SynthesisBlock keeps extra_convs in a plain nn.ModuleList (not a persistent class).
+    return type(name, (PersistentRecord,), {"class_name": name})
+
+
 def _opaque_class(qualified: str) -> type:
     return type(f"Opaque[{qualified}]", (Opaque,), {})
 
@@ -113,6 +127,7 @@ _CALLABLE_GLOBALS: dict[tuple[str, str], Callable[..., Any]] = {
     ("numpy.core.multiarray", "scalar"): _numpy_scalar,
     ("numpy._core.multiarray", "scalar"): _numpy_scalar,
     ("numpy", "dtype"): np.dtype,
+    **{("torch.nn.modules.container", n): _torch_container(n) for n in ("ModuleList", "ModuleDict", "Sequential")},
 }
 # Types OmegaConf's pickled metadata names (its nodes' ref_type / object_type): kept as placeholders, not the real
 # types, so a REDUCE on them cannot call anything real.
@@ -328,16 +343,15 @@ def convert_state_dict(generator: nn.Module, theirs: Mapping[str, Tensor], where
     if not_mapped:
         problems.append(f"ours without an entry in the name table: {', '.join(not_mapped)}")
     out: dict[str, Tensor] = {}
-    if not missing:
-        for e in table:
-            values = [theirs[t] for t in e.theirs]
-            value = e.convert(*values) if e.convert is not None else values[0]
-            want = ours_expected[e.ours]
-            if tuple(value.shape) != tuple(want.shape):
-                problems.append(
-                    f"{e.ours} <- {'+'.join(e.theirs)}: shape {tuple(value.shape)}, ours {tuple(want.shape)}"
-                )
-            out[e.ours] = value.to(want.dtype).contiguous()
+    for e in table:
+        if any(t not in theirs for t in e.theirs):
+            continue  # listed as missing above; the shapes of every other entry are still checked
+        values = [theirs[t] for t in e.theirs]
+        value = e.convert(*values) if e.convert is not None else values[0]
+        want = ours_expected[e.ours]
+        if tuple(value.shape) != tuple(want.shape):
+            problems.append(f"{e.ours} <- {'+'.join(e.theirs)}: shape {tuple(value.shape)}, ours {tuple(want.shape)}")
+        out[e.ours] = value.to(want.dtype).contiguous()
     if problems:
         raise ReleasedPickleError(
             f"{where}: the pickle's G_ema does not fit the row's inr_gan_sg2 generator: " + "; ".join(problems) + ". "
