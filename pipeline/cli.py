@@ -195,7 +195,9 @@ def train_all(
     params = load_params(params_path)
     from stages import train as stage
 
-    names = [r.strip() for r in rows.split(",") if r.strip()] if rows else list(params.rows)
+    # Released rows are imported (`pipeline import`), not trained.
+    trained = [r for r, cfg in params.rows.items() if cfg.released is None]
+    names = [r.strip() for r in rows.split(",") if r.strip()] if rows else trained
     codes = stage.train_many(
         params_path, names, jobs, Path("runs") / "logs", echo=typer.echo, threads=threads, then=then or ()
     )

@@ -522,3 +522,23 @@ def test_released_table_puts_published_and_our_fid_beside_trained_rows(study):
     del base["rows"]["small_released"]
     text, records = tables._released(StudyParams.model_validate(base), root)
     assert "No row of this profile imports one" in text and records == []
+
+
+def test_train_all_leaves_released_rows_out(project, micro_dict, monkeypatch):
+    import yaml
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+    from stages import train as train_stage
+
+    micro_dict["rows"]["small_released"] = {
+        "dataset": "faces32",
+        "table": "released",
+        "generator": SMALL,
+        "released": RELEASED,
+    }
+    (project / "params.yaml").write_text(yaml.safe_dump(micro_dict))
+    asked = []
+    monkeypatch.setattr(train_stage, "train_many", lambda params_path, names, *a, **k: asked.extend(names) or {})
+    assert CliRunner().invoke(app, ["train-all"]).exit_code == 0
+    assert "small_released" not in asked and set(asked) == set(micro_dict["rows"]) - {"small_released"}

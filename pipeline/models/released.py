@@ -204,7 +204,7 @@ def record_state_dict(record: PersistentRecord, where: str = "G_ema") -> dict[st
     out: dict[str, Tensor] = {}
 
     def walk(rec: PersistentRecord, prefix: str) -> None:
-        state = rec.state
+        state = getattr(rec, "state", {})  # a container pickled without its __dict__ has none
         skip = state.get("_non_persistent_buffers_set") or ()
         for kind in ("_parameters", "_buffers"):
             entries = state.get(kind)
