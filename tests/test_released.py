@@ -542,3 +542,24 @@ def test_train_all_leaves_released_rows_out(project, micro_dict, monkeypatch):
     monkeypatch.setattr(train_stage, "train_many", lambda params_path, names, *a, **k: asked.extend(names) or {})
     assert CliRunner().invoke(app, ["train-all"]).exit_code == 0
     assert "small_released" not in asked and set(asked) == set(micro_dict["rows"]) - {"small_released"}
+
+
+def test_name_table_speaks_the_authors_vocabulary():
+    """Names and shapes of their real G_ema (tests/fixtures, written by their Generator at 256 px, no values): every
+    kind of name in it is one the table maps or deliberately ignores, and the table invents none. The block layout
+    (which b<r> exist, layers per block) is the conformance work's to match; this pins the naming."""
+    import re
+
+    from pipeline.models.released import IGNORED_SUFFIXES, authors_name_table
+
+    fixture = Path(__file__).parent / "fixtures" / "authors_g_ema_256_shapes.json"
+    theirs = set(json.loads(fixture.read_text())["state_dict_shapes"])
+
+    def kind(name: str) -> str:
+        return re.sub(r"extra_convs\.\d+", "extra_convs.K", re.sub(r"\.b\d+\.", ".bR.", re.sub(r"fc\d+", "fcI", name)))
+
+    with torch.device("meta"):
+        G = build_generator({"kind": "inr_gan_sg2", "resolution": 256})
+    table = {kind(t) for e in authors_name_table(G, theirs) for t in e.theirs}
+    real = {kind(k) for k in theirs if not k.endswith(IGNORED_SUFFIXES)}
+    assert real - table == set() and table - real == set()
