@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 export MLFLOW_DISABLE_TELEMETRY := true
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: venv repro test ui
+.PHONY: venv repro test ui gpu-check
 
 # Re-installs only when the dependencies change; constraints.txt pins the tested versions.
 $(STAMP): pyproject.toml constraints.txt
@@ -36,3 +36,8 @@ test: venv
 
 ui: venv
 	$(BIN)/pipeline ui
+
+# On a GPU machine: every check that needs CUDA in one run (<= 8 min on one GPU), one JSON with the device
+# name in reports/benchmarks/gpu_check.json. On a CPU-only machine it says so and exits 2.
+gpu-check: venv
+	$(BIN)/pipeline gpu-check

@@ -23,7 +23,7 @@ from pipeline.config import PROFILES, ConfigError, Params, load_params, parse_pa
 from pipeline.data.prepare import PrepareError
 from pipeline.data.sources import SourceError
 from pipeline.io import NoSpaceLeft, write_text
-from pipeline.tracking import resolve_tracking_uri
+from pipeline.tracking import STUDY_VIEW_KEY, project_root, resolve_tracking_uri
 
 app = typer.Typer(
     name="pipeline",
@@ -62,14 +62,25 @@ def prepare(
     names = dataset or sorted(params.prepare.datasets)
     configs = {n: params.dataset(n) for n in names}  # unknown names fail before any work
     if dry_run:
-        _print_resolved(params, {n: c.model_dump(mode="json") for n, c in configs.items()})
-        missing = {n: c.path for n, c in configs.items() if c.path is not None and not Path(c.path).exists()}
-        for n, path in missing.items():  # the plan is still printed; the real run would stop on these
-            typer.secho(
-                f"warning: prepare.datasets.{n}.path '{path}' does not exist yet; put the raw data there before running",
-                fg=typer.colors.YELLOW,
-                err=True,
+        from pipeline.data.prepare import describe_plan
+
+        plans = {n: describe_plan(c) for n, c in configs.items()}
+        _print_resolved(params, {n: {**c.model_dump(mode="json"), "plan": plans[n]} for n, c in configs.items()})
+        for n, plan in plans.items():  # the plan is still printed; the real run would stop on missing paths
+            keys = {str(p): f"categories.{c}" for c, p in (configs[n].categories or {}).items()}
+            for path in plan["missing_paths"]:
+                typer.secho(
+                    f"warning: prepare.datasets.{n}.{keys.get(path, 'path')} '{path}' does not exist yet; put the raw data there before running",
+                    fg=typer.colors.YELLOW,
+                    err=True,
+                )
+            count = (
+                "unknown (source missing, no num_images)" if plan["num_images"] is None else f"{plan['num_images']:,}"
             )
+            size = "unknown" if plan["output_bytes"] is None else f"{plan['output_bytes'] / 2**30:.1f} GiB"
+            approx = "" if plan["num_images_exact"] else " (expected from the published size: a source is missing)"
+            estimate = "" if plan["output_bytes_exact"] else ", estimated"
+            typer.echo(f"{n}: {count} images{approx}, {plan['format']} output {size}{estimate}", err=True)
         return
     from stages import prepare as stage
 
@@ -207,6 +218,18 @@ def train_all(
         raise typer.Exit(1)
 
 
+@app.command("bench-prepare")
+def bench_prepare(
+    images: Annotated[int, typer.Option(help="photograph crops per case")] = 48,
+    repeats: Annotated[int, typer.Option(help="timed rounds (medians are reported)")] = 5,
+) -> None:
+    """Prepared formats (npy, zip) measured on crops of photographs: bytes per image, preparation ms per
+    image (one process) and 256 px read throughput of one process (one thread), as JSON."""
+    from pipeline.data.bench import bench_formats
+
+    typer.echo(json.dumps(bench_formats(images, repeats), indent=2))
+
+
 @app.command("bench-train")
 def bench_train(
     row: RowOption,
@@ -214,15 +237,42 @@ def bench_train(
     steps: Annotated[int, typer.Option(help="timed steps (median reported)")] = 10,
     warmup: Annotated[int, typer.Option(help="untimed steps first")] = 3,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    mixed_precision: Annotated[
+        str | None, typer.Option(help="off, bf16 or fp16 on CUDA (default: the row's train.mixed_precision)")
+    ] = None,
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Training throughput of one row (images/s with a D step incl. R1 and a G step, on random images), as JSON."""
     params = load_params(params_path)
     from stages import train as stage
 
-    typer.echo(
-        json.dumps(stage.benchmark(params, row, batch=batch, steps=steps, warmup=warmup, device=device), indent=2)
+    result = stage.benchmark(
+        params, row, batch=batch, steps=steps, warmup=warmup, device=device, mixed_precision=mixed_precision
     )
+    typer.echo(json.dumps(result, indent=2))
+
+
+@app.command("gpu-check")
+def gpu_check(
+    out: Annotated[Path, typer.Option(help="JSON to write")] = Path("reports/benchmarks/gpu_check.json"),
+    params_path: Annotated[Path, typer.Option("--params", help="params file with the paper-size rows")] = Path(
+        "profiles/paper.yaml"
+    ),
+) -> None:
+    """GPU readiness in one run (<= 8 min on one GPU): the CUDA-only tests (pytest -m gpu), Table 2's generators
+    at 256 px in fp32 and bf16 (batch 50), paper-size training steps of INR-GAN and StyleGAN2 in fp32, bf16 and
+    fp16, and a 2-process NCCL all-reduce when 2 GPUs exist; one JSON with the device name. Exits 2 without CUDA."""
+    from pipeline import gpu_check as check
+
+    try:
+        report = check.gpu_check(params_path, out, echo=typer.echo)
+    except check.NeedsCuda as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    failed = [c["name"] for c in report["checks"] if c["status"] != "ok"]
+    typer.echo(f"wrote {out} ({report['device']}); " + (f"not ok: {', '.join(failed)}" if failed else "all ok"))
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -430,19 +480,27 @@ def _free_port(host: str, preferred: int = 0) -> int:
     raise OSError(f"no free port on {host}")
 
 
-def _experiment_id(uri: str, name: str) -> str | None:
-    """The experiment's id in a SQLite store, read directly (importing MLflow costs seconds); None otherwise."""
+def _experiment_id(uri: str, name: str) -> tuple[str | None, bool]:
+    """The experiment's id in a SQLite store and whether it holds the study view (`pipeline track
+    --from-reports` or the tables stage store it), read directly (importing MLflow costs seconds);
+    (None, False) otherwise."""
     import sqlite3
 
     path = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
     if path is None or not path.is_file():
-        return None
+        return None, False
     try:
         with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2)) as db:
             row = db.execute("SELECT experiment_id FROM experiments WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                return None, False
+            view = db.execute(
+                "SELECT 1 FROM experiment_tags WHERE experiment_id = ? AND key = ?",
+                (row[0], f"mlflow.sharedViewState.{STUDY_VIEW_KEY}"),
+            ).fetchone()
     except sqlite3.Error:
-        return None
-    return None if row is None else str(row[0])
+        return None, False
+    return str(row[0]), view is not None
 
 
 @app.command()
@@ -462,24 +520,31 @@ def ui(
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Start the MLflow UI on the study's tracking store; print its address, then the study's runs table
-    once the server answers."""
+    once the server answers. From a subfolder it finds the repository root's params.yaml and store."""
+    root = project_root()
+    if not params_path.is_absolute() and not params_path.exists() and (root / params_path).exists():
+        params_path = root / params_path
     params = load_params(params_path)
-    uri = resolve_tracking_uri(params.tracking.uri)
+    uri = resolve_tracking_uri(params.tracking.uri, base=params_path.resolve().parent)
     port = _free_port(host, port)
     mlflow_bin = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
     typer.echo(f"MLflow UI for {uri} at http://{host}:{port}  (starting; Ctrl+C stops it)")
     sys.stdout.flush()  # the address must be visible before the server blocks
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         typer.echo(
-            f"no tracking store at {uri.removeprefix('sqlite:///')} yet: `make repro` (or any stage) creates it; "
-            f"the UI starts empty"
+            f"no tracking store at {uri.removeprefix('sqlite:///')} yet: `make repro` (or any stage) creates it, "
+            f"`pipeline track --from-reports` fills it with the committed study; the UI starts empty"
         )
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    # MLflow 3 also starts 8 job-runner processes (GenAI judges and evaluations, which a training study
+    # does not use) that compete with the web server for 2 cores; a user's own setting still wins.
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     cmd = [mlflow_bin, "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port), "--workers", str(workers)]
-    experiment = _experiment_id(uri, params.tracking.experiment)
+    experiment, has_view = _experiment_id(uri, params.tracking.experiment)
     # MLflow 3 opens an experiment in its GenAI view; the runs table of a training study is the
-    # machine-learning one.
-    page = f"#/experiments/{experiment}?workflowType=machine_learning" if experiment else ""
+    # machine-learning one, and the study view shows the training runs with their scores as columns.
+    page = f"#/experiments/{experiment}/runs?workflowType=machine_learning" if experiment else ""
+    if experiment and has_view:
+        page += f"&viewStateShareKey={STUDY_VIEW_KEY}"
     raise typer.Exit(_serve(cmd, env, ready=(f"http://{host}:{port}/health", f"http://{host}:{port}/{page}")))
 
 
@@ -545,22 +610,51 @@ def track(
             "was unreachable, then delete those records",
         ),
     ] = False,
+    from_reports: Annotated[
+        bool,
+        typer.Option(
+            "--from-reports",
+            help="fill the store from the committed reports/ (a fresh clone's store is empty): a train/<row> "
+            "run per scored row with its spec, headline scores, table tag and samples, and the study run",
+        ),
+    ] = False,
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Log to MLflow what stages could not: with --pending, the runs kept in mlruns.pending/ while the
-    tracking store was unreachable, to the store params.yaml (or MLFLOW_TRACKING_URI) names now."""
-    from pipeline.tracking import PENDING_DIR, log_pending
+    tracking store was unreachable, to the store params.yaml (or MLFLOW_TRACKING_URI) names now; with
+    --from-reports, the committed study, so `pipeline ui` shows it without re-running anything."""
+    from pipeline.tracking import PENDING_DIR, log_from_reports, log_pending
 
-    if not pending:
-        raise ConfigError("`pipeline track` needs --pending (log the runs kept in mlruns.pending/)")
+    if not pending and not from_reports:
+        raise ConfigError(
+            "`pipeline track` needs --pending (log the runs kept in mlruns.pending/) or --from-reports "
+            "(fill the store from the committed reports/)"
+        )
     uri = resolve_tracking_uri(load_params(params_path).tracking.uri)
-    logged, problems = log_pending(uri, PENDING_DIR)
-    for name in logged:
-        typer.echo(f"logged {name} to {uri}")
+    problems: list[str] = []
+    if from_reports:
+        from pipeline.config import with_seed_rows
+
+        # The seed repeats' reports are committed beside the plain profile's: log them as rows too.
+        params = parse_params(with_seed_rows(yaml.safe_load(params_path.read_text())), str(params_path))
+        try:
+            logged, missing = log_from_reports(params, Path("."), uri)
+        except RuntimeError as err:
+            logged, missing, problems = [], [], [str(err)]
+        for name in logged:
+            typer.echo(f"logged {name} from reports/ to {uri}")
+        plain = [row for row in missing if params.row(row).seed_of is None]
+        if plain:
+            typer.echo(f"no score file in reports/metrics/score/ for {', '.join(plain)}: not logged")
+    if pending:
+        logged, more = log_pending(uri, PENDING_DIR)
+        problems += more
+        for name in logged:
+            typer.echo(f"logged {name} to {uri}")
+        if not logged and not more:
+            typer.echo(f"no pending runs in {PENDING_DIR}/")
     for problem in problems:
         typer.secho(f"warning: {problem}", fg=typer.colors.YELLOW, err=True)
-    if not logged and not problems:
-        typer.echo(f"no pending runs in {PENDING_DIR}/")
     if problems:
         raise typer.Exit(1)
 

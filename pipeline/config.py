@@ -64,6 +64,11 @@ class DatasetConfig(_Strict):
     max_bad_fraction: float = Field(
         default=0.01, ge=0.0, lt=1.0, description="stop if more than this fraction of images is unreadable"
     )
+    format: Literal["npy", "zip"] = Field(
+        default="npy",
+        description="prepared format: npy = uint8 array (fast, 3 bytes per pixel; small sets), "
+        "zip = StyleGAN2-ADA zip of PNGs with dataset.json (compact; LSUN, FFHQ)",
+    )
 
     @field_validator("resolution")
     @classmethod
@@ -94,15 +99,25 @@ class DatasetConfig(_Strict):
             return list((self.categories or {}).values())
         return [self.path] if self.path is not None else []
 
+    def missing_sources(self) -> list[Path]:
+        """The source paths that do not exist (every one, not just the first)."""
+        return [p for p in self.source_paths() if not p.exists()]
+
     def check_sources_exist(self, name: str) -> None:
         """Fail before any work if a source path is missing (checked per stage, not at load time,
         so that a paper profile can be inspected on a machine without the data)."""
-        for p in self.source_paths():
-            if not p.exists():
-                raise ConfigError(
-                    f"prepare.datasets.{name}: path '{p}' does not exist. Download the {self.source} data there "
-                    f"or change the path in params.yaml."
-                )
+        missing = self.missing_sources()
+        if len(missing) == 1:
+            raise ConfigError(
+                f"prepare.datasets.{name}: path '{missing[0]}' does not exist. Download the {self.source} data there "
+                f"or change the path in params.yaml."
+            )
+        if missing:  # every one named, so one download round fixes them all
+            listed = ", ".join(f"'{p}'" for p in missing)
+            raise ConfigError(
+                f"prepare.datasets.{name}: {len(missing)} paths do not exist: {listed}. Download the {self.source} "
+                f"data there or change the paths in params.yaml."
+            )
 
 
 class PrepareConfig(_Strict):

@@ -224,6 +224,9 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        # mkdtemp creates 0700 folders; give the output what a plain mkdir would, so others on shared
+        # storage can read it when the umask allows.
+        os.chmod(tmp, 0o777 & ~_umask())
         if path.exists():
             # Move the old folder aside first so the new one appears in a single rename.
             old = Path(tempfile.mkdtemp(prefix=_tmp_prefix(path), suffix=".old", dir=path.parent))

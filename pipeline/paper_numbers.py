@@ -69,7 +69,7 @@ def paper_row(generator: BaseModel, table: str = "") -> str:
     if table == "fig8":
         return f"{kind}_rank{generator.rank}"
     if kind == "inr_gan":
-        if generator.fmm_activation == "identity":
+        if generator.fmm_activation in ("identity", "centred"):
             return "inr_gan_no_fmm_act"
         if generator.upsampling == "bilinear":
             return "inr_gan_bilinear"

@@ -96,7 +96,7 @@ def train_regressor(params: Params, root: Path = Path("."), progress: bool = Tru
     images = np.asarray(data.images[:n])
     keypoints = data.keypoints[:n]
     names = data.meta.get("keypoint_names") or [f"k{i}" for i in range(keypoints.shape[1])]
-    tags = {"stage": "keypoints", "dataset": cfg.dataset, "profile": params.profile}
+    tags = {"stage": "keypoints", "dataset": cfg.dataset, "profile": params.profile, "table": "table3"}
     with stage_run(
         resolve_tracking_uri(params.tracking.uri),
         params.tracking.experiment,
@@ -186,7 +186,7 @@ def run(
     data = _prepared(root, pcfg.dataset)
     real = np.asarray(data.images[projections["indices"]])
     spaces = [s for s in ("z", "w") if s in projections]
-    tags = {"stage": "kpl", "model": model, "row": row, "profile": params.profile}
+    tags = {"stage": "kpl", "model": model, "row": row, "profile": params.profile, "table": "table3"}
     run_params = {"model": model, "row": row, "test_dataset": pcfg.dataset, **cfg.model_dump(mode="json")}
     with stage_run(
         resolve_tracking_uri(params.tracking.uri), params.tracking.experiment, f"kpl/{model}", tags, run_params

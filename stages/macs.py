@@ -26,7 +26,7 @@ are explained in docs/table1_cost_notes.md. Table 1 gives no cost at 1024 and no
 def run(params: Params, root: Path = Path(".")) -> list[dict]:
     """Count every row at every resolution; write metrics, table, Fig. 9 data and plot; return the records."""
     cfg = params.macs
-    tags = {"stage": "macs", "profile": params.profile}
+    tags = {"stage": "macs", "profile": params.profile, "table": "table1"}  # its cost columns
     with stage_run(
         resolve_tracking_uri(params.tracking.uri),
         params.tracking.experiment,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.config import DatasetConfig, Params
+from pipeline.data.dataset import open_images
 from pipeline.data.prepare import prepare_dataset
 from pipeline.data.preview import save_grid
 from pipeline.io import remove_stale_temporaries, sigterm_as_exit, write_json
@@ -56,7 +58,7 @@ def _run(params: Params, dataset: str, cfg: DatasetConfig, out_dir: Path, previe
 
 
 def _write_preview(prepared: Path, out: Path, side: int) -> None:
-    images = np.load(prepared / "images.npy", mmap_mode="r")
+    images = open_images(prepared, json.loads((prepared / "meta.json").read_text()))
     n = min(side * side, len(images))
     kp_path = prepared / "keypoints.npy"
     keypoints = None

@@ -164,7 +164,7 @@ def run(params: Params, model: str, root: Path = Path("."), progress: bool = Tru
     images, indices = load_test_images(root, cfg, G.resolution)
     loss_fn = make_loss(cfg.projector, domain_feature_net(params, cfg, root)).to(device)
     targets = torch.from_numpy(images.copy()).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-    tags = {"stage": "project", "model": model, "row": row, "profile": params.profile}
+    tags = {"stage": "project", "model": model, "row": row, "profile": params.profile, "table": "table3"}
     run_params = {"model": model, "row": row, **cfg.model_dump(mode="json", exclude={"models"})}
     arrays: dict[str, np.ndarray] = {"indices": indices, **snapshot_record(source["sha256"], source["step"])}
     metrics: dict[str, Any] = {

@@ -33,7 +33,7 @@ from pipeline.io import clear_stale_outputs, write_json
 from pipeline.metrics.scoring import GeneratorSampler, latents_for_seeds, pick_device
 from pipeline.models.coords import Grid
 from pipeline.progress import progress_bar
-from pipeline.tracking import resolve_tracking_uri, stage_run
+from pipeline.tracking import resolve_tracking_uri, score_step, stage_run
 from stages import paths
 from stages.score import load_snapshot_generator
 
@@ -63,7 +63,13 @@ def run(params: Params, row: str, root: Path = Path("."), progress: bool = True)
     except ValueError as err:
         raise ConfigError(f"properties.margins {cfg.margins} cannot be drawn for row {row!r}: {err}") from None
     out_dir = root / paths.properties_dir(row)
-    tags = {"stage": "properties", "row": row, "dataset": params.row(row).dataset, "profile": params.profile}
+    tags = {
+        "stage": "properties",
+        "row": row,
+        "dataset": params.row(row).dataset,
+        "profile": params.profile,
+        "table": "figures",  # Figs. 4-7: continuous-image properties
+    }
     with (
         stage_run(
             resolve_tracking_uri(params.tracking.uri),
@@ -152,7 +158,7 @@ def run(params: Params, row: str, root: Path = Path("."), progress: bool = True)
             "frequencies": {label: _percentiles(v) for label, v in zip(labels, per_block)},
         }
         write_json(root / paths.properties_metrics(row), result)
-        tracker.log_metrics({k: v for k, v in result.items() if isinstance(v, float)}, step=int(round(info["kimg"])))
+        tracker.log_metrics({k: v for k, v in result.items() if isinstance(v, float)}, step=score_step(info["kimg"]))
         for name in FIGURES:
             tracker.log_artifact(out_dir / name, "figures")
     return result

@@ -31,7 +31,7 @@ from pipeline.metrics.scoring import (
     score_images,
 )
 from pipeline.progress import progress_bar
-from pipeline.tracking import resolve_tracking_uri, stage_run
+from pipeline.tracking import headline, log_on_latest_run, resolve_tracking_uri, score_step, stage_run, table_tag
 from pipeline.train.checkpoint import KEPT_SNAPSHOTS_DIR, NETWORK_SNAPSHOT, kept_snapshot_files
 from pipeline.train.options import recorded_changes, resolve_train_config
 from stages import paths
@@ -234,7 +234,13 @@ def run(params: Params, row: str, root: Path = Path("."), progress: bool = True)
         upsampled = (ref_2x.stats, extractor_2x, _kind(row_cfg.generator) not in FIXED_GRID_KINDS)
     curve_files = curve_snapshots(params, row, root) if cfg.curve.includes(row) else {}
 
-    tags = {"stage": "score", "row": row, "dataset": row_cfg.dataset, "profile": params.profile}
+    tags = {
+        "stage": "score",
+        "row": row,
+        "dataset": row_cfg.dataset,
+        "profile": params.profile,
+        "table": table_tag(params, row),
+    }
     run_params = {
         "row": row,
         **cfg.model_dump(mode="json"),
@@ -268,12 +274,21 @@ def run(params: Params, row: str, root: Path = Path("."), progress: bool = True)
         write_json(root / score_metrics_file(row), result)
         _write_samples(generator, cfg, root / paths.samples_png(row))
         tracker.log_metrics(
-            {k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=int(round(info["kimg"]))
+            {k: v for k, v in metrics.items() if isinstance(v, (int, float))}, step=score_step(info["kimg"])
         )
+        # The headline scores on the training run too: its compare view then shows spec and outcome.
+        if tracker.enabled:
+            log_on_latest_run(
+                tracker.record["uri"],
+                params.tracking.experiment,
+                f"train/{row}",
+                headline(metrics),
+                score_step(info["kimg"]),
+            )
         for point in curve:
             # MLflow step = images shown, as in the training run's curves.
             tracker.log_metrics({f"curve_{extractor.fd_name}": point["fd"]}, step=int(round(point["kimg"] * 1000)))
-        tracker.log_artifact(root / paths.samples_png(row), "figures")
+        tracker.log_artifact(root / paths.samples_png(row), name="samples.png")  # one name: compare lines them up
     return result
 
 

@@ -21,6 +21,7 @@ from pipeline.paper_numbers import (
     paper_row,
 )
 from pipeline.reporting import fmt, line_plot, markdown_table, mean_std, pool_repeats, write_csv
+from pipeline.tracking import log_study
 from stages import paths
 
 TABLES = ("table1", "table2", "table4", "fig8", "released")
@@ -165,7 +166,19 @@ def _table2(params: Params, root: Path) -> tuple[str, list[dict]]:
         measured = ours.get(key, [])
         rows.append([label, *(fmt(v) for v in TABLE2[key]), _cell(measured, "fd")])
         records += [{"table": "table2", "paper_row": key, **m} for m in measured]
-    note = "Generator img/s on our hardware: `pipeline bench` (docs/benchmarks.md)."
+    forms = sorted(
+        {
+            r.generator.fmm_activation
+            for r in params.rows.values()
+            if paper_row(r.generator, r.table) == "inr_gan_no_fmm_act"
+        }
+    )
+    note = (
+        "Generator img/s on our hardware: `pipeline bench` (docs/benchmarks.md). "
+        '"Without FMM activation": the paper does not say which form it trained; this profile\'s rows use '
+        f"`fmm_activation: {', '.join(forms) or '-'}` (centred: W = W_s * (1 + AB / sqrt(r)), the form of every "
+        "non-sigmoid variant in the authors' later code; identity: W = W_s * AB, centred at 0)."
+    )
     return "# Table 2: more ablations\n\n" + _header(params, note) + markdown_table(header, rows), records
 
 
@@ -452,6 +465,7 @@ def run(params: Params, root: Path = Path(".")) -> dict[str, str]:
         write_csv(root / paths.table_csv(name), records)
         texts[name] = text
     write_text(root / paths.REPORTS / "README.md", _index(params) + "\n" + findings(params, root))
+    log_study(params, root)  # the study's summary run in MLflow: these tables, also as its description
     return texts
 
 

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from pipeline.config import ConfigError, Params, load_params
 from pipeline.data.dataset import PreparedDataset
 from pipeline.io import NoSpaceLeft
-from pipeline.tracking import resolve_tracking_uri, stage_run
+from pipeline.tracking import resolve_tracking_uri, stage_run, table_tag
 from pipeline.train.benchmark import benchmark_training
 from pipeline.train.checkpoint import TRAINING_STATE, CheckpointError, verify_checkpoint
 from pipeline.train.distributed import init_from_env, shutdown
@@ -105,7 +105,13 @@ def run(
     ctx = init_from_env(environ, options.device)
     try:
         info = resolved(params, row, options)
-        tags = {"stage": "train", "row": row, "dataset": cfg.dataset, "profile": params.profile}
+        tags = {
+            "stage": "train",
+            "row": row,
+            "dataset": cfg.dataset,
+            "profile": params.profile,
+            "table": table_tag(params, row),
+        }
         tracking = (
             stage_run(
                 resolve_tracking_uri(params.tracking.uri),
@@ -113,11 +119,15 @@ def run(
                 f"train/{row}",
                 tags,
                 {**info, "world_size": ctx.world_size},
+                lazy=True,  # a row found finished (dvc repro after make repro's training) leaves no empty run
+                system_metrics=True,
             )
             if ctx.is_main
             else nullcontext(None)
         )
         with tracking as tracker:
+            if tracker is not None:
+                tracker.log_dataset(dataset.root, cfg.dataset)
             make_g, make_d = model_factories(cfg.generator, options, dataset.resolution)
             summary = train(
                 options,
@@ -144,15 +154,24 @@ def run(
 
 
 def benchmark(
-    params: Params, row: str, batch: int | None = None, steps: int = 10, warmup: int = 3, device: str = "auto"
+    params: Params,
+    row: str,
+    batch: int | None = None,
+    steps: int = 10,
+    warmup: int = 3,
+    device: str = "auto",
+    mixed_precision: str | None = None,
 ) -> dict[str, Any]:
     """Training images/s of `row` on random images (no data loading): G and D steps with R1 and EMA.
 
-    batch defaults to what one process computes at once under the row's options."""
+    batch defaults to what one process computes at once under the row's options; mixed_precision
+    (off, bf16, fp16) replaces the row's `train.mixed_precision`."""
     from stages.bench import resolve_device
 
     cfg = params.row(row)
     options = train_options(params, row)
+    if mixed_precision is not None:
+        options = TrainConfig.model_validate({**options.model_dump(), "mixed_precision": mixed_precision})
     per_rank, rounds = options.per_process(1)
     bad = {
         name: value
@@ -165,6 +184,11 @@ def benchmark(
             + "; ".join(f"--{k} must be at least {1 if k != 'warmup' else 0}, got {v}" for k, v in bad.items())
         )
     device = resolve_device(device if device != "auto" else options.device, "pipeline bench-train")
+    if options.mixed_precision != "off" and str(device).split(":")[0] != "cuda":
+        raise ConfigError(
+            f"pipeline bench-train: mixed precision {options.mixed_precision!r} needs a CUDA device (running on "
+            f"{device}); use --mixed-precision off on the CPU"
+        )
     make_g, make_d = model_factories(cfg.generator, options, cfg.generator.resolution)
     generator, discriminator = make_g(), make_d()
     result = benchmark_training(

@@ -9,6 +9,7 @@ from pathlib import Path
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ["DVC_NO_ANALYTICS"] = "1"
 os.environ.pop("MLFLOW_TRACKING_URI", None)
+os.environ["PIPELINE_SYSTEM_METRICS"] = "0"  # no sampler thread per training run; test_tracking switches it on
 
 import pytest
 import yaml

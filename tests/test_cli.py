@@ -90,6 +90,7 @@ def test_ui_serves_mlflow_on_loopback(project: Path) -> None:
     import time
     import urllib.request
 
+    launched = time.time()
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipeline", "ui"],
         cwd=project,
@@ -118,6 +119,11 @@ def test_ui_serves_mlflow_on_loopback(project: Path) -> None:
             later.append(proc.stdout.readline())
         assert any("no tracking store" in line and "make repro" in line for line in later), later
         assert later[-1].startswith("ready after") and url in later[-1], later
+        # issue #14: it answers within 15 s on the idle 2-core machine (MLflow's defaults took ~30 s)
+        from cdp_browser import ui_ready_limit_s
+
+        took, limit = time.time() - launched, ui_ready_limit_s()
+        assert took < limit, f"pipeline ui answered after {took:.0f} s (limit {limit:.0f} s at this load)"
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
@@ -172,6 +178,31 @@ def test_ui_killed_by_pid_takes_its_server_along(project: Path, tmp_path_factory
             proc.kill()
 
 
+def test_ui_from_a_subfolder_serves_the_repository_roots_store(project: Path, tmp_path_factory) -> None:
+    import os
+
+    # A stand-in for `mlflow ui` that records how it was started.
+    bin_dir = tmp_path_factory.mktemp("bin")
+    (bin_dir / "mlflow").write_text('#!/bin/sh\necho "$@" > "$UI_ARGS"\n')
+    (bin_dir / "mlflow").chmod(0o755)
+    (project / "dvc.yaml").write_text("stages: {}\n")
+    (project / "reports" / "figures").mkdir(parents=True)
+    args_file = project / "ui.args"
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "UI_ARGS": str(args_file)}
+    res = subprocess.run(
+        [sys.executable, "-m", "pipeline", "ui", "--port", "0"],
+        cwd=project / "reports" / "figures",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    store = f"sqlite:///{project.resolve()}/mlruns.db"
+    assert f"--backend-store-uri {store} " in args_file.read_text()
+    assert f"MLflow UI for {store}" in res.stdout and "pipeline track --from-reports" in res.stdout
+
+
 def test_ui_keeps_its_port_when_free_and_finds_the_study_in_the_store(tmp_path: Path) -> None:
     import socket
     import sqlite3
@@ -186,12 +217,14 @@ def test_ui_keeps_its_port_when_free_and_finds_the_study_in_the_store(tmp_path: 
     db = tmp_path / "mlruns.db"
     with sqlite3.connect(db) as con:
         con.execute("CREATE TABLE experiments (experiment_id INTEGER, name TEXT)")
-        con.execute("INSERT INTO experiments VALUES (0, 'Default'), (3, 'inr-gan-default')")
-    assert _experiment_id(f"sqlite:///{db}", "inr-gan-default") == "3"
-    assert (
-        _experiment_id(f"sqlite:///{db}", "other") is None
-        and _experiment_id(f"sqlite:///{tmp_path / 'none.db'}", "x") is None
-    )
+        con.execute("CREATE TABLE experiment_tags (key TEXT, value TEXT, experiment_id INTEGER)")
+        con.execute("INSERT INTO experiments VALUES (0, 'Default'), (3, 'inr-gan-default'), (4, 'with-view')")
+        con.execute("INSERT INTO experiment_tags VALUES ('mlflow.sharedViewState.study', '{}', 4)")
+    assert _experiment_id(f"sqlite:///{db}", "inr-gan-default") == ("3", False)
+    assert _experiment_id(f"sqlite:///{db}", "with-view") == ("4", True)  # the link opens the study view
+    assert _experiment_id(f"sqlite:///{db}", "other") == (None, False) and _experiment_id(
+        f"sqlite:///{tmp_path / 'none.db'}", "x"
+    ) == (None, False)
 
 
 def test_profile_switch_writes_the_profiles_dvc_plots_and_dvc_draws_one_series_per_row(project: Path) -> None:

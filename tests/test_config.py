@@ -168,5 +168,15 @@ def test_paper_profile_trains_stylegan2_rows_with_stylegan2s_recipe() -> None:
                 (0.0, 0.99),
             )
             assert options.ema == pytest.approx(0.5 ** (options.total_batch / 10_000), abs=1e-5)  # half-life 10k images
+        elif row.generator.kind == "inr_gan_sg2":  # StyleGAN2-ADA's auto config, as the authors trained them
+            assert (options.r1_convention, options.r1_interval, options.pl_weight, options.betas) == (
+                "stylegan2",
+                16,
+                0.0,
+                (0.0, 0.99),
+            )
+            assert options.lr["synthesis"] == options.lr["mapping"] == options.lr["d"] == 0.0025
+            assert options.discriminator["channel_base"] == 32768
+            assert options.ema == pytest.approx(0.5 ** (options.total_batch / 20_000), abs=1e-5)  # half-life 20k images
         else:
             assert (options.r1_convention, options.pl_weight, options.ema) == ("inr_gan", 0.0, 0.999)

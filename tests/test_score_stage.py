@@ -105,8 +105,26 @@ def test_reference_then_score_writes_repeatable_metrics(study):
     ).is_file()
 
     _snapshot(root, params)
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.tracking import resolve_tracking_uri, stage_run
+
+    uri = resolve_tracking_uri(params.tracking.uri)
+    with stage_run(uri, params.tracking.experiment, "train/toy", {"stage": "train"}) as train_run:
+        train_run.log_metrics({"loss_g": 1.0}, step=320)
     first = score.run(params, "toy", progress=False)
     written = json.loads((root / score.score_metrics_file("toy")).read_text())
+    # The scores also on the row's training run, at images shown; the score run's grid is samples.png.
+    client = MlflowClient(tracking_uri=uri)
+    [fd] = client.get_metric_history(train_run.run_id, "fd_domain")
+    assert (fd.step, fd.value) == (320, pytest.approx(first["fd_domain"]))
+    exp_id = client.get_experiment_by_name(params.tracking.experiment).experiment_id
+    [score_run] = client.search_runs([exp_id], "tags.stage = 'score'")
+    assert (
+        score_run.data.tags["table"] == "test"
+        and client.get_metric_history(score_run.info.run_id, "fd_domain")[0].step == 320
+    )
+    assert "samples.png" in {a.path for a in client.list_artifacts(score_run.info.run_id)}
     for key in (
         "fd_domain",
         "is_domain",

@@ -86,6 +86,7 @@ def test_paper_row_of_variants(micro_dict: dict) -> None:
     gen = parse_params(micro_dict).rows["inr_gan"].generator
     assert paper_row(gen, "table1") == "inr_gan"
     assert paper_row(gen.model_copy(update={"fmm_activation": "identity"}), "table2") == "inr_gan_no_fmm_act"
+    assert paper_row(gen.model_copy(update={"fmm_activation": "centred"}), "table2") == "inr_gan_no_fmm_act"
     assert paper_row(gen.model_copy(update={"rank": 30}), "fig8") == "inr_gan_rank30"
 
 
@@ -113,6 +114,7 @@ def test_table2_and_fig8_take_table1_baselines_only_on_their_own_datasets(projec
     assert "5.10 (lsun_church_256); 6.50 (lsun_bedroom_256) |" in t2["INR-GAN"]
     assert "3.90 (lsun_church_256); 2.70 (lsun_bedroom_256) |" in t2["StyleGAN2"]
     assert "bedroom_128" not in texts["table2"] and "ffhq" not in texts["table2"]
+    assert "the paper does not say which form" in texts["table2"] and "`fmm_activation: centred`" in texts["table2"]
     assert "| 10 | 6.50 (lsun_bedroom_256) |" in texts["fig8"] and "| 1 | 7.50 (lsun_bedroom_256) |" in texts["fig8"]
 
 

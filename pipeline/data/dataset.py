@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 
@@ -63,6 +67,85 @@ def check_images(images: np.ndarray, path: Path) -> None:
         )
 
 
+def _zip_member(index: int) -> str:
+    return f"{index // 1000:05d}/img{index:08d}.png"  # as pipeline.data.prepare.zip_member_name writes it
+
+
+class ZipImages:
+    """The images of an images.zip (StyleGAN2-ADA layout) as a read-only uint8 (N, S, S, 3) sequence.
+
+    The zip is opened on first access in each process, not when this object is made: a DataLoader
+    pickles the dataset into its worker processes, which then decode in parallel, each through its
+    own file handle (one handle shared across a fork would interleave their seeks)."""
+
+    dtype = np.dtype(np.uint8)
+    ndim = 4
+
+    def __init__(self, path: Path, resolution: int):
+        self.path = path
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = set(zf.namelist())
+        except (OSError, zipfile.BadZipFile) as err:
+            raise PreparedDataError(
+                f"prepared dataset file '{path}' is not a readable zip ({type(err).__name__}: {err}); {_redo(path.parent)}"
+            ) from None
+        n = sum(1 for name in names if name.endswith(".png"))
+        missing = [_zip_member(i) for i in (0, n - 1) if n and _zip_member(i) not in names]
+        if missing:
+            raise PreparedDataError(
+                f"prepared dataset file '{path}' holds {n} PNGs but not '{missing[0]}' (the StyleGAN2-ADA naming "
+                f"00000/img00000000.png); {_redo(path.parent)}"
+            )
+        self.shape = (n, resolution, resolution, 3)
+        self._zip: zipfile.ZipFile | None = None
+        self._pid = -1
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_zip": None, "_pid": -1}
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _file(self) -> zipfile.ZipFile:
+        if self._zip is None or self._pid != os.getpid():
+            self._zip, self._pid = zipfile.ZipFile(self.path), os.getpid()
+        return self._zip
+
+    def _one(self, index: int) -> np.ndarray:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"image {index} of a dataset of {len(self)}")
+        with Image.open(io.BytesIO(self._file().read(_zip_member(index % len(self))))) as img:
+            arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
+        if arr.shape != self.shape[1:]:
+            raise PreparedDataError(
+                f"image {index} of '{self.path}' is {arr.shape}, not {self.shape[1:]}; {_redo(self.path.parent)}"
+            )
+        return arr
+
+    def __getitem__(self, index) -> np.ndarray:
+        if isinstance(index, (int, np.integer)):
+            return self._one(int(index))
+        indices = range(len(self))[index] if isinstance(index, slice) else np.asarray(index).ravel().tolist()
+        out = np.empty((len(indices), *self.shape[1:]), np.uint8)
+        for j, i in enumerate(indices):
+            out[j] = self._one(int(i))
+        return out
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        arr = self[:]
+        return arr if dtype is None else arr.astype(dtype)
+
+
+def open_images(root: Path, meta: dict[str, Any]) -> np.ndarray | ZipImages:
+    """A prepared folder's images, whichever format it has: a memory map of images.npy or the zip."""
+    if (root / "images.zip").exists():
+        return ZipImages(root / "images.zip", int(meta.get("resolution", 0)))
+    images = _load_array(root / "images.npy", mmap=True)
+    check_images(images, root / "images.npy")
+    return images
+
+
 class PreparedDataset(Dataset):
     """Images as float tensors in [-1, 1], (3, S, S), with their class label.
 
@@ -81,8 +164,7 @@ class PreparedDataset(Dataset):
             )
         self.root = root
         self.meta = _load_meta(meta_path)
-        self.images = _load_array(root / "images.npy", mmap=True)
-        check_images(self.images, root / "images.npy")
+        self.images = open_images(root, self.meta)
         if len(self.images) == 0:
             raise PreparedDataError(f"prepared dataset '{root}' is empty; {_redo(root)}")
         self.labels = _load_array(root / "labels.npy")

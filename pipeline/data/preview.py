@@ -10,6 +10,9 @@ from PIL import Image, ImageDraw
 from pipeline.io import atomic_file
 
 MIN_TILE = 64  # small images are enlarged (nearest) so a preview is readable
+# Large images are reduced (box filter) to this side: an 8x8 grid of FFHQ's 1024 px tiles would be a
+# ~100 MB PNG in git, and a glance at a preview needs no more than this.
+MAX_TILE = 256
 
 
 def image_grid(images: np.ndarray, columns: int, keypoints: np.ndarray | None = None, pad: int = 2) -> Image.Image:
@@ -20,13 +23,16 @@ def image_grid(images: np.ndarray, columns: int, keypoints: np.ndarray | None = 
     n, h, w, _ = images.shape
     scale = max(1, -(-MIN_TILE // max(h, w)))
     th, tw = h * scale, w * scale
+    if max(th, tw) > MAX_TILE:
+        th, tw = max(1, round(th * MAX_TILE / max(th, tw))), max(1, round(tw * MAX_TILE / max(th, tw)))
     rows = -(-n // columns)
     canvas = Image.new("RGB", (columns * (tw + pad) + pad, rows * (th + pad) + pad), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     r = max(1, tw // 64)
     for i in range(n):
         y0, x0 = pad + (i // columns) * (th + pad), pad + (i % columns) * (tw + pad)
-        canvas.paste(Image.fromarray(images[i]).resize((tw, th), Image.NEAREST), (x0, y0))
+        tile = Image.fromarray(np.asarray(images[i]))
+        canvas.paste(tile.resize((tw, th), Image.NEAREST if th >= h else Image.BOX), (x0, y0))
         if keypoints is not None:
             for x, y in keypoints[i]:
                 if np.isnan(x) or np.isnan(y):  # NaN marks "do not draw"

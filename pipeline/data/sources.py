@@ -47,11 +47,25 @@ def _is_image(name: str) -> bool:
     return name.lower().endswith(IMAGE_EXTENSIONS)
 
 
+def _is_macos_metadata(name: str) -> bool:
+    # macOS Finder puts resource forks in `__MACOSX/` and `._NAME` AppleDouble files: not images, and
+    # counting them as unreadable ones would fail an ordinary Finder zip on max_bad_fraction.
+    parts = PurePosixPath(name).parts
+    return "__MACOSX" in parts or any(part.startswith("._") for part in parts)
+
+
 def _labels_from_parents(names: Sequence[str], by_subfolder: bool) -> tuple[list[int], list[str]]:
-    # MiniImageNet style: the immediate parent folder is the class.
+    # MiniImageNet style: the first folder under the root is the class, whatever lies below it
+    # (ImageNet's train/<wnid>/images/*.JPEG, or a nested folder inside one class).
     if not by_subfolder:
         return [0] * len(names), []
-    parents = [PurePosixPath(n).parent.name for n in names]
+    loose = [n for n in names if len(PurePosixPath(n).parts) < 2]
+    if loose:
+        raise SourceError(
+            f"labels: subfolders needs every image inside a class folder, but {len(loose)} lie directly in the root "
+            f"(first: '{loose[0]}'); move them into a class folder or set labels: none"
+        )
+    parents = [PurePosixPath(n).parts[0] for n in names]
     classes = sorted(set(parents))
     index = {c: i for i, c in enumerate(classes)}
     return [index[p] for p in parents], classes
@@ -65,7 +79,9 @@ class FolderSource(ImageSource):
             raise SourceError(f"image folder '{root}' does not exist or is not a folder")
         self.root = root
         self.files = sorted(
-            p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and _is_image(p.name)
+            rel
+            for rel in (p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and _is_image(p.name))
+            if not _is_macos_metadata(rel)
         )
         self.labels, classes = _labels_from_parents(self.files, labels_from_subfolders)
         super().__init__(classes, limit)
@@ -86,7 +102,9 @@ class ZipSource(ImageSource):
             raise SourceError(f"zip archive '{path}' does not exist")
         try:
             with zipfile.ZipFile(path) as zf:
-                self.members = sorted(n for n in zf.namelist() if _is_image(n) and not n.endswith("/"))
+                self.members = sorted(
+                    n for n in zf.namelist() if _is_image(n) and not n.endswith("/") and not _is_macos_metadata(n)
+                )
         except zipfile.BadZipFile as err:
             raise SourceError(f"'{path}' is not a readable zip archive: {err}") from None
         self.path = path

@@ -3,8 +3,10 @@
 A layer n_in -> n_out keeps a shared matrix W_s; the hypernetwork predicts A (n_out x r),
 B (r x n_in) and a bias per image, and the image's weight is W = W_s * act(A B) (elementwise).
 `act` is 2*sigmoid by default (released code: the modulation is centred at 1), plain sigmoid as the
-paper writes it, or identity (Table 2, "without FMM activation"). Rank 1 is squeeze-and-excitation;
-full rank is a plain hypernetwork layer.
+paper writes it, or one of two forms without activation (Table 2, "without FMM activation"; the
+paper does not say which): identity, W = W_s * A B, centred at 0, or centred, W = W_s * (1 + A B /
+sqrt(r)), the form of every non-sigmoid variant in the authors' later code (their StyleGAN2-ADA
+generator). Rank 1 is squeeze-and-excitation; full rank is a plain hypernetwork layer.
 """
 
 from __future__ import annotations
@@ -17,13 +19,16 @@ from torch import Tensor, nn
 from pipeline.models.specs import FMM_ACTIVATIONS, FMMActivation
 
 
-def fmm_activation(x: Tensor, activation: FMMActivation) -> Tensor:
+def fmm_activation(x: Tensor, activation: FMMActivation, rank: int = 1) -> Tensor:
+    """act(A B) for x = A B of rank `rank` (used by "centred" to keep the product's variance at 1)."""
     if activation == "sigmoid2":
         return 2.0 * torch.sigmoid(x)
     if activation == "sigmoid":
         return torch.sigmoid(x)
     if activation == "identity":
         return x
+    if activation == "centred":
+        return 1.0 + x / math.sqrt(rank)
     raise ValueError(f"unknown FMM activation {activation!r}; allowed: {', '.join(FMM_ACTIVATIONS)}")
 
 
@@ -67,7 +72,7 @@ class FMMLinear(nn.Module):
     def weight_and_bias(self, raw: Tensor) -> tuple[Tensor, Tensor]:
         """The per-image weight W_s * act(A B), (N, n_out, n_in), and bias, (N, n_out)."""
         a, b, bias = self.factors(raw)
-        return self.weight * fmm_activation(a @ b, self.activation), bias
+        return self.weight * fmm_activation(a @ b, self.activation, self.rank), bias
 
     def forward(self, x: Tensor, raw: Tensor) -> Tensor:
         w, bias = self.weight_and_bias(raw)  # once per image ...

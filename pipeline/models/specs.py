@@ -7,6 +7,7 @@ gives the configuration that reproduces Table 1's cost columns (docs/table1_cost
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -14,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 MIN_RESOLUTION, MAX_RESOLUTION = 4, 4096  # INR rows: any power-of-two grid
 STYLE_MIN_RESOLUTION, STYLE_MAX_RESOLUTION = 16, 1024  # StyleGAN2-based generators and the discriminator
 
-FMMActivation = Literal["sigmoid2", "sigmoid", "identity"]
-FMM_ACTIVATIONS: tuple[str, ...] = ("sigmoid2", "sigmoid", "identity")
+FMMActivation = Literal["sigmoid2", "sigmoid", "identity", "centred"]
+FMM_ACTIVATIONS: tuple[str, ...] = ("sigmoid2", "sigmoid", "identity", "centred")
 Upsampling = Literal["nearest", "bilinear"]
 UPSAMPLING_MODES: tuple[str, ...] = ("nearest", "bilinear")
 
@@ -92,7 +93,9 @@ class StyleGAN2Spec(_StyleChannels):
 
 
 class INRStyleGAN2Spec(_StyleChannels):
-    """Settings of the INR decoder inside StyleGAN2's generator (Table 2)."""
+    """Settings of the INR decoder inside StyleGAN2's generator (Table 2). Where the paper is silent
+    the defaults are the authors' StyleGAN2-ADA code (src/ of universome/inr-gan, configs/inr-gan.yml;
+    docs/conformance.md): the paper's knobs stay (upsampling, rank, extra layers, embeddings)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -102,10 +105,13 @@ class INRStyleGAN2Spec(_StyleChannels):
     w_dim: int = Field(default=512, gt=0)
     mapping_layers: int = Field(default=2, ge=1)
     mapping_lr_multiplier: float = Field(default=0.01, gt=0.0)
-    style_mixing_prob: float = Field(default=0.9, ge=0.0, le=1.0)
+    style_mixing_prob: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="0 in the authors' config (loss_kwargs); StyleGAN2's own is 0.9"
+    )
     w_avg_beta: float = Field(default=0.995, ge=0.0, lt=1.0)
     input_resolution: int | None = Field(
-        default=None, description="first block's side; None = min(32, resolution // 2)"
+        default=None,
+        description="side of StyleGAN2's blocks 4 .. input_resolution, which all run there; None = min(32, resolution // 2)",
     )
     channel_base: int = Field(
         default=32768, gt=0, description="channels at resolution r = min(channel_base // r, channel_max)"
@@ -113,15 +119,25 @@ class INRStyleGAN2Spec(_StyleChannels):
     channel_max: int = Field(default=512, gt=0)
     fmm_rank: int = Field(default=10, ge=1)
     upsampling: Literal["nearest", "bilinear"] = "nearest"
+    instance_norm: bool = Field(
+        default=False,
+        description="divide the input of every layer but a block's first by its per-channel std over the "
+        "pixels (the authors' '-bil' models); makes pixels depend on each other",
+    )
     extra_layer_resolutions: tuple[int, ...] = (128, 256)
     diagonal_max_resolution: int = Field(default=64, description="fixed basis has 4 directions up to here, 2 above")
     random_fourier_features: int = Field(
-        default=32, ge=0, description="channels (sin + cos) of random Fourier features; must be even"
+        default=64, ge=0, description="channels (sin + cos) of random Fourier features; must be even"
+    )
+    fourier_scale: float = Field(
+        default=math.sqrt(10.0),
+        gt=0.0,
+        description="std of the random Fourier frequencies (radians per unit of [-1, 1))",
     )
     random_fourier_resolutions: tuple[int, ...] = (128, 256)
     const_channels: int = Field(default=128, ge=0)
     const_channels_high: int = Field(default=64, ge=0)
-    const_high_from: int = Field(default=256, description="blocks at this resolution and above use const_channels_high")
+    const_high_from: int = Field(default=128, description="blocks at this resolution and above use const_channels_high")
     fourier_seed: int = 0
 
     @field_validator("random_fourier_features")
@@ -134,9 +150,9 @@ class INRStyleGAN2Spec(_StyleChannels):
     @model_validator(mode="after")
     def _input_resolution(self) -> INRStyleGAN2Spec:
         r0 = self.first_resolution
-        if r0 < 2 or r0 > self.resolution or r0 & (r0 - 1):
+        if r0 < 4 or r0 > self.resolution or r0 & (r0 - 1):
             raise ValueError(
-                f"input_resolution {r0} is not a power of two between 2 and the resolution {self.resolution}"
+                f"input_resolution {r0} is not a power of two between 4 and the resolution {self.resolution}"
             )
         return self
 
@@ -145,11 +161,9 @@ class INRStyleGAN2Spec(_StyleChannels):
         return self.input_resolution if self.input_resolution is not None else min(32, self.resolution // 2)
 
     def block_resolutions(self) -> list[int]:
-        r, out = self.first_resolution, []
-        while r <= self.resolution:
-            out.append(r)
-            r *= 2
-        return out
+        """Where each of StyleGAN2's blocks 4, 8, .., resolution runs: blocks up to the input
+        resolution all run at it (no upsampling between them), later ones at their own."""
+        return [max(2**k, self.first_resolution) for k in range(2, self.resolution.bit_length())]
 
 
 class DiscriminatorSpec(_StyleChannels):
@@ -249,9 +263,10 @@ class INRBlockSpec(BaseModel):
 
 
 # Table 1's multi-scale configurations (resolution: width / F / layers); see docs/table1_cost_notes.md.
-# 128 and 256 are the released LSUN configs with F changed in one block each (released F: 256 at 64
-# and 128; 128 at 256): the changes bring GMACs within 0.1% of Table 1. 1024 is the released FFHQ
-# config with the 256 block taken from our 256 config, not tuned further.
+# 128 and 256 are the released LSUN configs with F changed: at 128 in both blocks (released 256 at
+# the 64 and the 128 block, ours 128 and 32), at 256 in the 256 block (released 128, ours 64); the
+# changes bring GMACs within 0.1% of Table 1. 1024 is the released FFHQ config unchanged (F
+# 256/128/32/8): the paper's 1024 cell (47.35 GMACs) is within 0.1% of it, our 256 block's F is not.
 INR_GAN_PAPER_BLOCKS: dict[int, list[dict[str, Any]]] = {
     128: [
         dict(resolution=64, width=512, n_freqs=128, n_layers=3, to_rgb=False),
@@ -263,7 +278,7 @@ INR_GAN_PAPER_BLOCKS: dict[int, list[dict[str, Any]]] = {
     ],
     1024: [
         dict(resolution=128, width=512, n_freqs=256, n_layers=4, to_rgb=True),
-        dict(resolution=256, width=256, n_freqs=64, n_layers=4, to_rgb=True),
+        dict(resolution=256, width=256, n_freqs=128, n_layers=4, to_rgb=True),
         dict(resolution=512, width=64, n_freqs=32, n_layers=2, to_rgb=True),
         dict(resolution=1024, width=32, n_freqs=8, n_layers=1, to_rgb=True),
     ],

@@ -407,7 +407,8 @@ def train(
                 )  # this run now has a checkpoint: the earlier one is superseded
                 aside[0] = False
             if tracker is not None:
-                tracker.log_artifact(grid, SAMPLES_DIR)
+                # Named by kimg in MLflow (the file counts steps, which differ between batch sizes).
+                tracker.log_artifact(grid, SAMPLES_DIR, name=f"kimg-{kimg:08.1f}.png")
         barrier(ctx)
 
     # One-element list: save() below clears it once the new run's first checkpoint supersedes the earlier run.

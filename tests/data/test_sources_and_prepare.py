@@ -105,7 +105,11 @@ def test_prepare_folder_skips_and_names_corrupt_files(tmp_path: Path) -> None:
     images = np.load(tmp_path / "out" / "images.npy")
     labels = np.load(tmp_path / "out" / "labels.npy")
     assert images.shape == (50, 16, 16, 3) and images.dtype == np.uint8
-    assert stats["num_bad"] == 1 and stats["bad_names"] == ["a/bad0.jpg"] and stats["class_counts"] == [30, 20]
+    assert (
+        stats["num_bad"] == 1
+        and stats["bad_names"] == ["a/bad0.jpg (not an image in a format Pillow reads)"]
+        and stats["class_counts"] == [30, 20]
+    )
     assert labels.tolist() == [0] * 30 + [1] * 20
     assert json.loads((tmp_path / "out" / "meta.json").read_text())["filter"] == "box"
     assert not (tmp_path / "out" / "keypoints.npy").exists()

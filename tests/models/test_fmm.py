@@ -1,4 +1,4 @@
-"""FMM: W = W_s * act(A B) for random tensors, and its two limiting cases."""
+"""FMM: W = W_s * act(A B) for random tensors (every activation), and its two limiting cases."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ def _split(raw: torch.Tensor, n_out: int, n_in: int, r: int):
         ("sigmoid2", lambda x: 2 * torch.sigmoid(x)),
         ("sigmoid", torch.sigmoid),
         ("identity", lambda x: x),
+        ("centred", lambda x: 1 + x / 3**0.5),  # rank 3
     ],
 )
 def test_fmm_weight_is_shared_matrix_times_activated_low_rank_product(activation, act):

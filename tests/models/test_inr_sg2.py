@@ -59,20 +59,23 @@ def test_rank_larger_than_layer_is_rejected():
         RowNormFMM(6, 5, w_dim=8, rank=7)
 
 
-def test_fixed_basis_is_sin_cos_of_log_spaced_frequencies():
-    emb = CoordinateEmbedding(8, diagonal=True, num_random=0, const_channels=0, seed=0)
-    assert emb.num_channels == 2 * 4 * 3  # sin + cos, 4 directions, frequencies 1, 2, 4
+def test_fixed_basis_is_sin_cos_of_log_spaced_frequencies_on_centred_coordinates_with_y_up():
+    emb = CoordinateEmbedding(8, diagonal=True, num_random=0, const_channels=0, seed=0, fourier_scale=1.0)
+    assert emb.num_channels == 2 * 4 * 3  # sin + cos, 4 directions, 3 frequencies each
     e = emb(Grid(8))
-    x = torch.arange(8) / 8
-    assert torch.allclose(e[1, 0], torch.sin(2 * math.pi * 2 * x), atol=1e-5)  # horizontal, f = 2
-    assert torch.allclose(e[12 + 3, :, 0], torch.cos(2 * math.pi * 1 * x), atol=1e-5)  # vertical, f = 1
-    flat = CoordinateEmbedding(128, diagonal=False, num_random=32, const_channels=5, seed=0)
-    assert flat.num_channels == 2 * 2 * 7 + 32 + 5
-    assert flat.frequencies[-16:].norm(dim=1).max() <= 64  # random ones stay below Nyquist
+    x = 2 * torch.arange(8) / 8 - 1  # [-1, 1) along the columns
+    y = x.flip(0)  # and along the rows, the top row holding the largest value
+    assert torch.allclose(e[1, :, 0], torch.sin(math.pi * y), atol=1e-5)  # (0, 1) direction, 2^1 pi / 2
+    assert torch.allclose(e[12 + 3, 0], torch.cos(math.pi / 2 * x), atol=1e-5)  # (1, 0) direction, 2^0 pi / 2
+    diag = math.pi / 4 * (y[:, None] - x[None, :])  # (-1, 1) / 2 direction, 2^0 pi / 2
+    assert torch.allclose(e[6], torch.sin(diag), atol=1e-5)
+    flat = CoordinateEmbedding(128, diagonal=False, num_random=64, const_channels=5, seed=0, fourier_scale=3.0)
+    assert flat.num_channels == 2 * 2 * 7 + 64 + 5
+    assert 2.0 < flat.frequencies[-32:].std() < 4.0  # Gaussian frequencies of std fourier_scale
 
 
 def test_learned_constant_is_exact_on_the_native_grid_and_interpolated_elsewhere():
-    emb = CoordinateEmbedding(8, diagonal=False, num_random=0, const_channels=2, seed=0)
+    emb = CoordinateEmbedding(8, diagonal=False, num_random=0, const_channels=2, seed=0, fourier_scale=1.0)
     assert torch.equal(emb.sample_const(Grid(8)), emb.const)
     dense = emb.sample_const(Grid(16))
     assert torch.allclose(dense[:, ::2, ::2], emb.const, atol=1e-5)  # even points are the native ones
@@ -80,15 +83,17 @@ def test_learned_constant_is_exact_on_the_native_grid_and_interpolated_elsewhere
 
 
 @pytest.mark.parametrize(
-    "resolution, blocks", [(16, [8, 16]), (32, [16, 32]), (64, [32, 64]), (256, [32, 64, 128, 256])]
+    "resolution, blocks",
+    [(16, [8, 8, 16]), (32, [16, 16, 16, 32]), (64, [32, 32, 32, 32, 64]), (256, [32, 32, 32, 32, 64, 128, 256])],
 )
-def test_input_resolution_is_min_32_and_half_the_target(resolution, blocks):
+def test_stylegan2_blocks_up_to_the_input_resolution_run_at_it(resolution, blocks):
     assert INRStyleGAN2Spec(resolution=resolution).block_resolutions() == blocks
 
 
 def test_forward_backward_and_shapes():
     G = tiny()
-    assert [b.num_layers for b in G.blocks] == [2, 2]
+    assert [b.num_layers for b in G.blocks] == [1, 2, 2]
+    assert [b.embedding is not None for b in G.blocks] == [True, False, True]
     img = G(torch.randn(3, 16))
     assert img.shape == (3, 3, 16, 16)
     img.square().mean().backward()
@@ -99,8 +104,8 @@ def test_forward_backward_and_shapes():
 
 def test_extra_layer_at_listed_resolutions():
     G = tiny(extra_layer_resolutions=(16,))
-    assert [b.num_layers for b in G.blocks] == [2, 3]
-    assert G.num_ws == 6
+    assert [b.num_layers for b in G.blocks] == [1, 2, 3]
+    assert G.num_ws == 7
 
 
 def test_batch_equals_each_image_alone():
@@ -120,14 +125,29 @@ def test_bilinear_and_nearest_variants_differ():
 
 def test_nearest_upsampling_keeps_pixels_independent():
     G = tiny(const_channels=0, const_channels_high=0).eval()
-    w = G.mapping(torch.randn(1, 16))
-    img, _ = G.blocks[0](None, G.broadcast_ws(w)[:, :3], Grid(8))
-    x = G.upsample(img)
+    ws = G.broadcast_ws(G.mapping(torch.randn(1, 16)))
+    x, _ = G.blocks[0](None, ws[:, :2], Grid(8))
+    low, _ = G.blocks[1](x, ws[:, 1:4], Grid(8))
+    x = G.upsample(low)
     x[:, :, 0:2, 0:2] += 1.0  # the four children of low-resolution pixel (0, 0)
-    _, base = G.blocks[1](G.upsample(img), G.broadcast_ws(w)[:, 2:], Grid(16))
-    _, changed = G.blocks[1](x, G.broadcast_ws(w)[:, 2:], Grid(16))
+    _, base = G.blocks[2](G.upsample(low), ws[:, 3:], Grid(16))
+    _, changed = G.blocks[2](x, ws[:, 3:], Grid(16))
     diff = (base - changed).abs().sum(dim=1)[0]
     assert diff[0:2, 0:2].min() > 0 and torch.count_nonzero(diff) == 4
+
+
+def test_instance_norm_divides_every_later_layer_input_by_its_std_over_pixels():
+    G = tiny(instance_norm=True).eval()
+    block = G.blocks[-1]
+    ws = G.broadcast_ws(G.mapping(torch.randn(2, 16)))[:, :3]
+    x = torch.randn(2, block.in_channels, 16, 16)
+    out, _ = block(x, ws, Grid(16))
+    h = block.layers[0](torch.cat([x, block.embedding(Grid(16))[None].expand(2, -1, -1, -1)], dim=1), ws[:, 0])
+    h = h / (h.std(dim=[2, 3], keepdim=True, unbiased=True) + 1e-8)
+    assert torch.allclose(out, block.layers[1](h, ws[:, 1]), atol=1e-5)
+    plain = tiny().eval()
+    plain.load_state_dict(G.state_dict())
+    assert not torch.allclose(plain.blocks[-1](x, ws, Grid(16))[0], out)
 
 
 def test_style_mixing_changes_output_only_when_enabled():
@@ -181,8 +201,12 @@ def test_paper_sizes_build_on_meta_and_sparser_grids_cost_less():
     with torch.device("meta"):
         G256 = INRStyleGAN2Generator(INRStyleGAN2Spec(resolution=256))
         G1024 = INRStyleGAN2Generator(INRStyleGAN2Spec(resolution=1024, upsampling="bilinear"))
-    assert G256.spec.block_resolutions() == [32, 64, 128, 256]
-    assert [b.num_layers for b in G256.blocks] == [2, 2, 3, 3]
-    assert [b.embedding.num_channels for b in G256.blocks] == [40 + 128, 48 + 128, 28 + 32 + 128, 32 + 32 + 64]
+    assert G256.spec.block_resolutions() == [32, 32, 32, 32, 64, 128, 256]
+    assert [b.num_layers for b in G256.blocks] == [1, 2, 2, 2, 2, 3, 3]
+    assert G256.num_ws == 16  # as the authors' 256 px generator
+    assert [b.out_channels for b in G256.blocks] == [512] * 5 + [256, 128]  # channel_base 32768 at 4 .. 256
+    channels = [b.embedding.num_channels if b.embedding is not None else 0 for b in G256.blocks]
+    # sin + cos of 20 / 24 fixed frequencies + const 128 at 32 / 64; of 14 / 16 fixed + 32 random + const 64 above
+    assert channels == [40 + 128, 0, 0, 0, 48 + 128, 28 + 64 + 64, 32 + 64 + 64]
     assert G256.macs_paper(128) < G256.macs_paper() < G1024.macs_paper()
     assert G1024.macs_paper() > 0

@@ -55,8 +55,17 @@ def test_stage_writes_run_folder_plots_and_one_mlflow_run(project: Path, toy_row
     (mlrun,) = client.search_runs([exp.experiment_id])
     assert mlrun.data.tags["stage"] == "train" and mlrun.data.tags["row"] == "toy" and mlrun.info.status == "FINISHED"
     assert mlrun.data.params["train.r1_gamma"] == "10.0" and "loss_g" in mlrun.data.metrics
+    assert mlrun.data.tags["table"] == "test"  # the row's table: the study view filters and groups by it
+    [given] = mlrun.inputs.dataset_inputs
+    assert given.dataset.name == "faces32" and given.dataset.source.endswith('data/prepared/faces32"}')
+    grids = [a.path for a in client.list_artifacts(mlrun.info.run_id, "samples")]
+    assert grids and all(g.startswith("samples/kimg-") for g in grids)  # named by kimg, not by step
     again = stage.run(toy_row, "toy", options=toy_options(iterations=6), environ={}, progress=False)
     assert again.resumed_from == 4 and again.step == 6
+    assert len(client.search_runs([exp.experiment_id])) == 2
+    # A row found finished (dvc repro after make repro trained it) leaves no empty run behind.
+    stage.run(toy_row, "toy", options=toy_options(iterations=6), environ={}, progress=False)
+    assert len(client.search_runs([exp.experiment_id])) == 2
 
 
 def test_missing_and_empty_datasets_are_named(project: Path, toy_row) -> None:
