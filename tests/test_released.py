@@ -6,7 +6,6 @@ itself and where to get it."""
 from __future__ import annotations
 
 import json
-import math
 import os
 import pickle
 import sys
@@ -29,6 +28,7 @@ from stages import paths, prepare, reference, released, score, train
 SMALL = dict(
     kind="inr_gan_sg2",
     resolution=32,
+    input_resolution=8,
     z_dim=16,
     w_dim=16,
     channel_base=512,
@@ -143,29 +143,29 @@ def _class_of(name: str) -> str:
 
 def authors_state(G: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Our generator's weights under the authors' names and layouts, written out by hand (independently of
-    the import's table): mapping.fc{i}, synthesis.b4 (input block) and b{r}, conv0/conv1/extra_convs,
-    1x1 conv weights, (1, C, r, r) constants, log/random bases in radians over [-1, 1) with y up."""
-    ours = G.state_dict()
+    the import's table): mapping.fc{i}; StyleGAN2's blocks b4, b8, .., bR (b4 the input block, blocks up to the
+    input resolution without a coord_fuser); conv0/conv1/extra_convs; 1x1 conv weights; (1, C, r, r) constants;
+    log then random bases, both in radians over the [-1, 1) coordinates (y up) both sides use."""
+    ours, spec = G.state_dict(), G.spec
     out = {"mapping.w_avg": ours["mapping_network.w_avg"]}
     for i in range(len(G.mapping_network.layers)):
         for p in ("weight", "bias"):
             out[f"mapping.fc{i}.{p}"] = ours[f"mapping_network.layers.{i}.{p}"]
     for k, block in enumerate(G.blocks):
+        prefix = f"synthesis.b{2 ** (k + 2)}"
         if k == 0:
-            prefix, fuser = "synthesis.b4", "synthesis.b4.input.input.coord_fuser"
-            names = ["conv1"] + [f"extra_convs.{j}" for j in range(block.num_layers - 1)]
+            fuser, names = f"{prefix}.input.input.coord_fuser", ["conv1"]
         else:
-            prefix = f"synthesis.b{block.resolution}"
-            fuser, names = (
-                f"{prefix}.coord_fuser",
-                ["conv0", "conv1"] + [f"extra_convs.{j}" for j in range(block.num_layers - 2)],
-            )
-        out[f"{fuser}.const_embs"] = ours[f"blocks.{k}.embedding.const"][None]
-        radians = ours[f"blocks.{k}.embedding.frequencies"] * math.pi * torch.tensor([1.0, -1.0])
-        num_log = 2 * int(math.log2(block.resolution)) * (2 if block.resolution <= 64 else 1)
-        out[f"{fuser}.log_basis"] = radians[:num_log]
-        if radians.shape[0] > num_log:
-            out[f"{fuser}.random_basis"] = radians[num_log:]
+            fuser, names = f"{prefix}.coord_fuser", ["conv0", "conv1"]
+        names += [f"extra_convs.{j}" for j in range(block.num_layers - len(names))]
+        if f"blocks.{k}.embedding.frequencies" in ours:
+            if f"blocks.{k}.embedding.const" in ours:
+                out[f"{fuser}.const_embs"] = ours[f"blocks.{k}.embedding.const"][None]
+            basis = ours[f"blocks.{k}.embedding.frequencies"]
+            num_random = spec.random_fourier_features // 2 if block.resolution in spec.random_fourier_resolutions else 0
+            out[f"{fuser}.log_basis"] = basis[: len(basis) - num_random]
+            if num_random:
+                out[f"{fuser}.random_basis"] = basis[len(basis) - num_random :]
         for i, name in enumerate(names):
             out[f"{prefix}.{name}.weight"] = ours[f"blocks.{k}.layers.{i}.weight"][:, :, None, None]
             out[f"{prefix}.{name}.resample_filter"] = torch.ones(4, 4) / 16  # StyleGAN2's FIR filter: not imported
@@ -359,19 +359,19 @@ def test_foreign_and_truncated_pickles_are_refused(study, authors_modules):
 def test_a_pickle_of_another_configuration_lists_every_mismatch(study, authors_modules):
     root, params = study
     state = authors_state(build_generator(SMALL))
-    state["synthesis.b8.conv0.weight"] = torch.zeros(16, 16, 1, 1)  # one of their extra 32 px blocks: not ours
+    state["synthesis.b64.conv0.weight"] = torch.zeros(16, 16, 1, 1)  # a block of a 64 px generator: not ours
     del state["mapping.fc1.bias"]
     write_network_pickle(root / RELEASED["pickle"], build_generator(SMALL), authors_modules, state)
     _refused(
         root,
         params,
-        r"missing in the pickle: mapping\.fc1\.bias; in the pickle but not in our generator: synthesis\.b8\.conv0\.weight",
+        r"missing in the pickle: mapping\.fc1\.bias; in the pickle but not in our generator: synthesis\.b64\.conv0\.weight",
     )
 
     state = authors_state(build_generator(SMALL))
-    state["synthesis.b32.torgb.bias"] = torch.zeros(4)
+    state["synthesis.b8.torgb.bias"] = torch.zeros(4)
     write_network_pickle(root / RELEASED["pickle"], build_generator(SMALL), authors_modules, state)
-    _refused(root, params, r"blocks\.1\.torgb\.bias <- synthesis\.b32\.torgb\.bias: shape \(4,\), ours \(3,\)")
+    _refused(root, params, r"blocks\.1\.torgb\.bias <- synthesis\.b8\.torgb\.bias: shape \(4,\), ours \(3,\)")
 
 
 def test_an_existing_snapshot_survives_a_refused_import(study, authors_modules):
@@ -563,3 +563,28 @@ def test_name_table_speaks_the_authors_vocabulary():
     table = {kind(t) for e in authors_name_table(G, theirs) for t in e.theirs}
     real = {kind(k) for k in theirs if not k.endswith(IGNORED_SUFFIXES)}
     assert real - table == set() and table - real == set()
+
+
+@pytest.mark.parametrize("upsampling", ["nearest", "bilinear"])
+def test_their_real_256_layout_converts_name_for_name_and_shape_for_shape(upsampling):
+    """The same fixture, now whole: every name of their 256 px G_ema (inr-gan.yml; -bil has the same names and
+    shapes) maps onto our default 256 px generator (the released bedrooms / ffhq rows) with our shapes, nothing of
+    theirs left over but the ignored buffers and nothing of ours unfilled (convert_state_dict raises otherwise)."""
+    from pipeline.models.released import convert_state_dict
+
+    fixture = Path(__file__).parent / "fixtures" / "authors_g_ema_256_shapes.json"
+    shapes = json.loads(fixture.read_text())["state_dict_shapes"]
+    spec = {
+        "kind": "inr_gan_sg2",
+        "resolution": 256,
+        "upsampling": upsampling,
+        "instance_norm": upsampling == "bilinear",
+    }
+    with torch.device("meta"):
+        G = build_generator(spec)
+        theirs = {k: torch.empty(v) for k, v in shapes.items()}
+    state = convert_state_dict(G, theirs, "fixture")
+    assert set(state) == set(G.state_dict())
+    # StyleGAN2's blocks 4..256: b4 (input, coord_fuser) and b8/b16/b32 at 32 px, b64/b128/b256 above it.
+    assert {k.split(".")[1] for k in shapes if k.startswith("synthesis.")} == {f"b{2**k}" for k in range(2, 9)}
+    assert not any(k.startswith(("synthesis.b8.coord_fuser", "synthesis.b16.coord_fuser")) for k in shapes)

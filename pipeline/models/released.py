@@ -17,7 +17,6 @@ missing and mis-shaped entries together.
 from __future__ import annotations
 
 import io
-import math
 import pickle
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -248,20 +247,21 @@ def plain(value: Any) -> Any:
 # ---------------------------------------------------------------------------------------------------------------
 # The name table. Everything that encodes how the authors' Generator lines up with ours is here.
 #
-# Assumptions (read from universome/inr-gan src/training/networks.py and layers.py; re-check whenever
-# pipeline/models/inr_sg2.py changes its module structure or its coordinate convention):
+# Assumptions (read from universome/inr-gan src/training/networks.py and layers.py, and checked numerically:
+# docs/conformance.md, "Import"; re-check whenever pipeline/models/inr_sg2.py changes its module structure):
 # - mapping: their `mapping.fc{i}` are our `mapping_network.layers.{i}`; both store weight N(0,1)/lr_mul and
 #   the bias divided the same way (effective = stored * bias_gain), so values copy as they are; `mapping.w_avg`.
-# - our first block <-> their input block `synthesis.b4` (GenInput -> CoordsInput -> CoordFuser), whose first
-#   FMM layer is `conv1`; our further layers of that block <-> its `extra_convs.{k}`.
-# - every later block at resolution r <-> `synthesis.b{r}`: embedding `coord_fuser`, layers `conv0`, `conv1`,
-#   `extra_convs.{k}`; to-RGB `torgb` in every block (skip architecture).
+# - blocks: ours are StyleGAN2's blocks 4, 8, .., R, so our `blocks.{k}` is their `synthesis.b{4 * 2^k}` (blocks
+#   up to the input resolution all run at it on both sides). Block 0 is their input block `synthesis.b4`
+#   (GenInput -> CoordsInput -> CoordFuser), whose FMM layers are `conv1`, then `extra_convs.{j}`; every later
+#   block's are `conv0`, `conv1`, then `extra_convs.{j}`; every block has a to-RGB `torgb` (skip architecture).
 # - FMM layer: their weight (out, in, 1, 1) is our (out, in); the affine's output is A (out x r) then B (r x in)
 #   in both, so `affine.*` copies as is.
-# - embedding: their `const_embs` (1, C, r, r) is our `const` (C, r, r); their `log_basis` then `random_basis`
-#   (phase = basis . c, c in [-1, 1) with y up) become our `frequencies` (phase = 2 pi f . p, p in [0, 1) with
-#   y down): f = basis / pi with the y component negated. The phase offset of their origin (-1, -1) has no
-#   counterpart in our embedding (issue #13's conformance list: coordinates).
+# - embedding: only blocks that take one (block 0 and blocks above the input resolution) have a `coord_fuser`
+#   (block 0's is `synthesis.b4.input.input.coord_fuser`). Their `const_embs` (1, C, r, r) is our `const`
+#   (C, r, r), present when the block has constant channels; their `log_basis` then `random_basis` (the latter
+#   only where random Fourier features are used) concatenated are our `frequencies`, unchanged: both are radians
+#   per unit of the same [-1, 1) coordinates with y up.
 # - their `resample_filter` buffers (the FIR filter of StyleGAN2's up-convs, unused by 1x1 layers with
 #   nearest/bilinear upsampling) and `noise_const` / `noise_strength` (no noise in the INR-GAN configs) are
 #   not imported.
@@ -290,8 +290,7 @@ def _const(c: Tensor) -> Tensor:
 
 
 def _frequencies(*bases: Tensor) -> Tensor:
-    f = torch.cat(bases) / math.pi
-    return f * torch.tensor([1.0, -1.0], dtype=f.dtype)
+    return torch.cat(bases)
 
 
 def authors_name_table(generator: nn.Module, their_keys: set[str]) -> list[NameEntry]:
@@ -302,21 +301,23 @@ def authors_name_table(generator: nn.Module, their_keys: set[str]) -> list[NameE
         for p in ("weight", "bias"):
             table.append(NameEntry(f"mapping_network.layers.{i}.{p}", (f"mapping.fc{i}.{p}",)))
     for k, block in enumerate(generator.blocks):
-        ours = f"blocks.{k}"
+        ours, theirs = f"blocks.{k}", f"synthesis.b{4 * 2**k}"
         if k == 0:
-            theirs, fuser = "synthesis.b4", "synthesis.b4.input.input.coord_fuser"
+            fuser = f"{theirs}.input.input.coord_fuser"
             layer_names = ["conv1"] + [f"extra_convs.{j}" for j in range(block.num_layers - 1)]
         else:
-            theirs = f"synthesis.b{block.resolution}"
             fuser = f"{theirs}.coord_fuser"
             layer_names = ["conv0", "conv1"] + [f"extra_convs.{j}" for j in range(block.num_layers - 2)]
         emb = block.embedding
-        if emb.const is not None:
-            table.append(NameEntry(f"{ours}.embedding.const", (f"{fuser}.const_embs",), _const))
-        bases = tuple(
-            f"{fuser}.{b}" for b in ("log_basis", "random_basis") if b == "log_basis" or f"{fuser}.{b}" in their_keys
-        )
-        table.append(NameEntry(f"{ours}.embedding.frequencies", bases, _frequencies))
+        if emb is not None:
+            if emb.const is not None:
+                table.append(NameEntry(f"{ours}.embedding.const", (f"{fuser}.const_embs",), _const))
+            bases = tuple(
+                f"{fuser}.{b}"
+                for b in ("log_basis", "random_basis")
+                if b == "log_basis" or f"{fuser}.{b}" in their_keys
+            )
+            table.append(NameEntry(f"{ours}.embedding.frequencies", bases, _frequencies))
         for i, name in enumerate(layer_names):
             table.append(NameEntry(f"{ours}.layers.{i}.weight", (f"{theirs}.{name}.weight",), _squeeze_1x1))
             for p in ("bias", "affine.weight", "affine.bias"):
