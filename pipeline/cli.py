@@ -168,6 +168,9 @@ def train(
     if dry_run:
         _print_resolved(params, stage.resolved(params, row))
         return
+    if params.row(row).released is not None:  # dvc.yaml's train stage covers every row; released ones are imported
+        import_(row, params_path=params_path)
+        return
     params.row(row)  # an unknown row fails here, before torchrun starts N processes
     if nproc < 1:
         raise ConfigError(f"--nproc must be at least 1 (processes on this machine), got {nproc}")
@@ -203,7 +206,9 @@ def train_all(
     params = load_params(params_path)
     from stages import train as stage
 
-    names = [r.strip() for r in rows.split(",") if r.strip()] if rows else list(params.rows)
+    # Released rows are imported (`pipeline import`), not trained.
+    trained = [r for r, cfg in params.rows.items() if cfg.released is None]
+    names = [r.strip() for r in rows.split(",") if r.strip()] if rows else trained
     codes = stage.train_many(
         params_path, names, jobs, Path("runs") / "logs", echo=typer.echo, threads=threads, then=then or ()
     )
@@ -302,6 +307,22 @@ def reference(dataset: DatasetOption, params_path: ParamsOption = Path("params.y
     from stages import reference as stage
 
     typer.echo(json.dumps(stage.run(load_params(params_path), dataset), indent=2, default=str))
+
+
+@app.command("import")
+def import_(
+    row: RowOption,
+    pickle: Annotated[
+        Path | None, typer.Option(help="the authors' .pkl to read instead of rows.<row>.released.pickle")
+    ] = None,
+    params_path: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Import one of the authors' released INR-GAN network pickles (StyleGAN2-ADA) into runs/<row>/network-snapshot.pt
+    for a row with a `released` section, reading the pickle without running any of its code."""
+    from stages import released as stage
+
+    info = stage.run(load_params(params_path), row, pickle=pickle)
+    typer.echo(f"imported {row}: {info['pickle']} (sha256 {info['sha256']}) -> runs/{row}/network-snapshot.pt")
 
 
 @app.command()
@@ -643,6 +664,7 @@ def _known_errors() -> tuple[type[Exception], ...]:
     from pipeline.analysis.projection import ProjectionsError
     from pipeline.data.dataset import PreparedDataError
     from pipeline.metrics.scoring import MetricsInputError
+    from pipeline.models.released import ReleasedPickleError
     from pipeline.train.checkpoint import CheckpointError
     from pipeline.train.loop import TrainingInputError
     from pipeline.train.trainer import TrainingDiverged
@@ -660,6 +682,7 @@ def _known_errors() -> tuple[type[Exception], ...]:
         NoSpaceLeft,
         PreparedDataError,
         ProjectionsError,
+        ReleasedPickleError,
     )
 
 

@@ -132,8 +132,20 @@ class TrackingConfig(_Strict):
     experiment: str = Field(default="inr-gan", description="MLflow experiment (one per study)")
 
 
+class ReleasedConfig(_Strict):
+    """A row whose generator is one of the authors' released network pickles (imported, never trained)."""
+
+    pickle: str = Field(description="path of the authors' .pkl (e.g. data/released/bedrooms.pkl)")
+    url: str = Field(description="where the .pkl is downloaded from (named in the error when the file is absent)")
+    sha256: str | None = Field(default=None, description="expected sha256 of the .pkl; None = not checked")
+    published_fid: float = Field(description="the FID the authors published for this checkpoint (their README)")
+    truncation_psi: float = Field(
+        default=1.0, gt=0.0, description="psi of the published FID; score uses it for this row"
+    )
+
+
 class RowConfig(_Strict):
-    """One ablation row: which generator is trained on which dataset."""
+    """One ablation row: which generator is trained on which dataset (or, with `released`, imported)."""
 
     dataset: str
     table: str = Field(description="where the row appears in the paper, e.g. 'table1', 'table2', 'fig8'")
@@ -144,6 +156,19 @@ class RowConfig(_Strict):
         description="the row this one repeats with another train.seed "
         "(written by `pipeline profile NAME --seeds`); tables report the mean and spread over the repeats",
     )
+    released: ReleasedConfig | None = Field(
+        default=None, description="the authors' checkpoint this row imports (`pipeline import`) instead of training"
+    )
+
+    @model_validator(mode="after")
+    def _released_kind(self) -> RowConfig:
+        # Only the StyleGAN2-ADA INR-GAN generator has an import name table (pipeline/models/released.py).
+        if self.released is not None and self.generator.kind != "inr_gan_sg2":
+            raise ValueError(
+                f"released: a released checkpoint imports into an inr_gan_sg2 generator, not {self.generator.kind}; "
+                "set generator.kind: inr_gan_sg2"
+            )
+        return self
 
 
 class SeedsConfig(_Strict):

@@ -33,6 +33,12 @@ def load_state(generator: nn.Module, state_dict: Mapping[str, Any], where: str) 
 def load_row_snapshot(params: Params, row: str, path: Path) -> tuple[nn.Module, dict[str, Any]]:
     """(EMA generator in eval mode, snapshot info: step, kimg) of a trained row's final snapshot at `path`."""
     if not path.is_file():
+        released = params.row(row).released
+        if released is not None:
+            raise MetricsInputError(
+                f"row {row!r} has not been imported: '{path}' does not exist; put the authors' checkpoint at "
+                f"'{released.pickle}' (download {released.url}) and run `pipeline import --row {row}` first"
+            )
         raise MetricsInputError(
             f"row {row!r} has not been trained: '{path}' does not exist; run `pipeline train --row {row}` first"
         )
@@ -55,10 +61,14 @@ def load_ema_generator(params: Params, row: str, path: Path) -> tuple[nn.Module,
             f"{spec.model_dump(mode='json')}; re-train the row (`pipeline train --row {row} --no-resume`) or restore its settings"
         )
     # The same generator on another dataset, or with other training settings, is another row's snapshot:
-    # scoring it would write that row's numbers under this row's name.
-    changes = recorded_changes(
-        info, cfg.dataset, resolve_train_config(params.train, cfg.train, where=f"train + rows.{row}.train")
-    )
+    # scoring it would write that row's numbers under this row's name. An imported row was trained by the
+    # authors: its snapshot must be an import (of the configured file when a sha256 is given), not a training.
+    if cfg.released is not None:
+        changes = _import_changes(info, cfg.dataset, cfg.released.sha256)
+    else:
+        changes = recorded_changes(
+            info, cfg.dataset, resolve_train_config(params.train, cfg.train, where=f"train + rows.{row}.train")
+        )
     if changes:
         shown = "; ".join(f"{k}: {old!r} there, {new!r} in params.yaml" for k, (old, new) in changes.items())
         raise MetricsInputError(
@@ -66,7 +76,27 @@ def load_ema_generator(params: Params, row: str, path: Path) -> tuple[nn.Module,
             f"re-train the row (`pipeline train --row {row} --no-resume`) or restore its settings"
         )
     generator = load_state(build_generator(spec), payload["G_ema"], str(path))
-    return generator, {"step": int(payload.get("step", 0)), "kimg": float(payload.get("kimg", 0.0))}
+    # An imported row's metrics say which file they measure (tables put the published FID beside ours).
+    provenance = {k: info.get(k) for k in ("source", "pickle_name", "sha256")} if cfg.released is not None else {}
+    return generator, {"step": int(payload.get("step", 0)), "kimg": float(payload.get("kimg", 0.0)), **provenance}
+
+
+def _import_changes(info: Mapping[str, Any], dataset: str, sha256: str | None) -> dict[str, tuple[Any, Any]]:
+    """What an imported row's snapshot (`info` as stages/released.py records it) has other than the row says."""
+    changes: dict[str, tuple[Any, Any]] = {}
+    if info.get("source") != "imported":
+        changes["source"] = (info.get("source", "trained"), "imported")
+    if info.get("dataset") != dataset:
+        changes["dataset"] = (info.get("dataset"), dataset)
+    if sha256 is not None and info.get("sha256") != sha256.lower():
+        changes["released.sha256"] = (info.get("sha256"), sha256)
+    return changes
+
+
+def row_truncation(params: Params, row: str) -> float:
+    """score.truncation_psi, or a released row's published setting (e.g. 0.9 for the authors' Bedrooms)."""
+    released = params.row(row).released
+    return released.truncation_psi if released is not None else params.score.truncation_psi
 
 
 def _spec_dump(settings: Any) -> Any:

@@ -33,7 +33,7 @@ from pipeline.metrics.scoring import (
     score_images,
 )
 from pipeline.progress import progress_bar
-from pipeline.snapshots import load_ema_generator, load_row_snapshot
+from pipeline.snapshots import load_ema_generator, load_row_snapshot, row_truncation
 from pipeline.tracking import headline, log_on_latest_run, resolve_tracking_uri, score_step, stage_run, table_tag
 from pipeline.train.checkpoint import KEPT_SNAPSHOTS_DIR, kept_snapshot_files
 from pipeline.train.options import resolve_train_config
@@ -131,6 +131,8 @@ def run(params: Params, row: str, root: Path = Path("."), progress: bool = True)
     """Score the trained `row`; write its metrics file and MLflow run; return the metrics."""
     cfg = score_config(params)
     row_cfg = params.row(row)
+    if row_cfg.released is not None:  # the published FID's setting, so ours compares with it
+        cfg = cfg.model_copy(update={"truncation_psi": row_truncation(params, row)})
     clear_stale_outputs(
         root, paths.score_metrics(row), paths.details(paths.score_metrics(row)), paths.samples_png(row)
     )  # a killed earlier score's temporaries
@@ -186,6 +188,7 @@ def run(params: Params, row: str, root: Path = Path("."), progress: bool = True)
             "features": extractor.kind,
             "weights_sha256": extractor.weights_sha256,
             "reference_images": ref.stats.count,
+            "truncation_psi": cfg.truncation_psi,
             **info,
             **metrics,
             **({"curve": curve} if curve else {}),

@@ -26,7 +26,7 @@ from pipeline.reporting import fmt, line_plot, markdown_table, mean_std, pool_re
 from pipeline.tracking import log_study
 from stages import paths
 
-TABLES = ("table1", "table2", "table4", "fig8")
+TABLES = ("table1", "table2", "table4", "fig8", "released")
 FIG8_CURVE_COLUMNS = ("row", "dataset", "rank", "step", "kimg", "fd")
 
 
@@ -247,6 +247,67 @@ def _fig8(params: Params, root: Path) -> tuple[str, list[dict]]:
     return text, records
 
 
+def _released(params: Params, root: Path) -> tuple[str, list[dict]]:
+    """The authors' released checkpoints (rows with `released`): their published FID, ours of the same
+    file, and our trained rows on the same dataset beside them."""
+    fd, _ = _metric_names(params)
+    header = [
+        "row",
+        "checkpoint",
+        "dataset",
+        "psi",
+        "FID (published)",
+        f"{fd} (ours, same checkpoint)",
+        "our trained rows",
+    ]
+    rows, records = [], []
+    for name, row in params.rows.items():
+        if row.released is None:
+            continue
+        score = _score(root, name, params.profile)
+        trained = [
+            f"{other}: {fmt(s.get(fd)) if s else 'not scored'}"
+            for other, cfg in params.rows.items()
+            if cfg.released is None and cfg.seed_of is None and cfg.dataset == row.dataset
+            for s in [_score(root, other, params.profile)]
+        ]
+        ours = "not imported/scored" if score is None else fmt(score.get(fd))
+        file = Path(row.released.pickle).name
+        rows.append(
+            [
+                name,
+                file,
+                row.dataset,
+                fmt(row.released.truncation_psi),
+                fmt(row.released.published_fid),
+                ours,
+                "; ".join(trained) or "-",
+            ]
+        )
+        records.append(
+            {
+                "table": "released",
+                "row": name,
+                "checkpoint": file,
+                "dataset": row.dataset,
+                "truncation_psi": row.released.truncation_psi,
+                "published_fid": row.released.published_fid,
+                fd: None if score is None else score.get(fd),
+                "sha256": None if score is None else score.get("sha256"),
+            }
+        )
+    if not rows:
+        return (
+            "# The authors' released checkpoints\n\nNo row of this profile imports one (the paper profile does).\n",
+            [],
+        )
+    note = (
+        "Published FID: the authors' README (universome/inr-gan), 50k samples at the truncation psi shown, which our "
+        "score uses for these rows. Imported with `pipeline import` (README, 'The authors' released checkpoints')."
+    )
+    return "# The authors' released checkpoints\n\n" + _header(params, note) + markdown_table(header, rows), records
+
+
 def _write_fig8_curve(root: Path, curve: list[dict[str, Any]], fd: str) -> None:
     """Fig. 8's plot and its data; written even when empty, as DVC expects every declared output and
     a plot left from an earlier run would show a curve the metrics no longer hold."""
@@ -398,12 +459,19 @@ def findings(params: Params, root: Path = Path(".")) -> str:
 def run(params: Params, root: Path = Path(".")) -> dict[str, str]:
     """Write every table (Markdown + CSV) and the reports index; return table name -> Markdown."""
     texts = {}
-    for name, build in (("table1", _table1), ("table2", _table2), ("table4", _table4), ("fig8", _fig8)):
+    for name, build in (
+        ("table1", _table1),
+        ("table2", _table2),
+        ("table4", _table4),
+        ("fig8", _fig8),
+        ("released", _released),
+    ):
         text, records = build(params, root)
         write_text(root / paths.table_md(name), text)
         write_csv(root / paths.table_csv(name), records)
         texts[name] = text
-        _samples_figure(params, root, name)
+        if name in TABLE_TITLES:  # the released rows' samples are the authors' models: no figure of ours
+            _samples_figure(params, root, name)
     write_text(root / paths.REPORTS / "README.md", _index(params) + "\n" + findings(params, root))
     log_study(params, root)  # the study's summary run in MLflow: these tables, also as its description
     return texts
@@ -476,6 +544,7 @@ committed profile can be read without running anything. Every number is computed
 | [tables/table3_kpl.md](tables/table3_kpl.md) | Table 3: keypoint prediction loss in Z and W space |
 | [tables/table4.md](tables/table4.md) | Table 4: multi-class data (paper profile only) |
 | [tables/fig8.md](tables/fig8.md) | Fig. 8: FMM rank, final scores |
+| [tables/released.md](tables/released.md) | the authors' released checkpoints: published FID beside ours of the same file (paper profile) |
 | [figures/fig8_rank_curve.png](figures/fig8_rank_curve.png) | Fig. 8: score vs kimg per FMM rank (data: plots/fig8_rank_curve.csv) |
 | [figures/fig9_gmacs.png](figures/fig9_gmacs.png) | Fig. 9: GMACs of lower-resolution images |
 | figures/tables/&lt;table&gt;_samples.png | each table's rows' samples side by side, labelled with row and score |

@@ -89,6 +89,12 @@ def run(
     restart_on_change: a state written under other settings of the row is replaced instead of
     stopping the stage (dvc.yaml passes it, so that a changed setting re-trains the row)."""
     cfg = params.row(row)
+    if cfg.released is not None:
+        # Training would overwrite the authors' weights with a fresh run under the released row's name.
+        raise ConfigError(
+            f"row {row!r} is one of the authors' released checkpoints ({cfg.released.pickle}): it is imported, not "
+            f"trained; run `pipeline import --row {row}` (`pipeline train` and `dvc repro train@{row}` do that for it)"
+        )
     options = options or train_options(params, row)
     environ = os.environ if environ is None else environ
     options.per_process(int(environ.get("WORLD_SIZE", "1")))  # before any work: a batch that does not split stops here
