@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
+from test_score_stage import TINY  # the toy trained row scored beside the released one
 
 from pipeline.config import ConfigError, Params
 from pipeline.headline import read_split
-from pipeline.metrics.options import DomainNetConfig, ReferenceConfig, ScoreConfig
+from pipeline.metrics.options import DomainNetConfig
 from pipeline.models.registry import build_generator
 from pipeline.models.released import ReleasedPickleError, read_network_pickle
 from pipeline.train.checkpoint import load_checkpoint, save_checkpoint
@@ -40,18 +41,6 @@ SMALL = dict(
     random_fourier_resolutions=[32],
     random_fourier_features=4,
     extra_layer_resolutions=[32],
-)
-TINY = dict(
-    kind="inr_gan",
-    resolution=32,
-    z_dim=8,
-    hyper_dim=16,
-    hyper_residual=1,
-    rank=2,
-    blocks=[
-        dict(resolution=16, width=8, n_freqs=4, n_layers=1),
-        dict(resolution=32, width=8, n_freqs=2, n_layers=1, to_rgb=True),
-    ],
 )
 RELEASED = {"pickle": "data/released/small.pkl", "url": "https://example.org/small.pkl", "published_fid": 4.45}
 
@@ -220,15 +209,8 @@ def write_network_pickle(path: Path, G: torch.nn.Module, marker: Path, state: di
         pickle.dump(data, f, protocol=4)
 
 
-class StudyParams(Params):
-    """params.yaml with the sections the lead adds to pipeline.config.Params (as tests/test_score_stage.py)."""
-
-    reference: ReferenceConfig = ReferenceConfig()
-    score: ScoreConfig = ScoreConfig()
-
-
 @pytest.fixture
-def study(project: Path, micro_dict: dict) -> tuple[Path, StudyParams]:
+def study(project: Path, micro_dict: dict) -> tuple[Path, Params]:
     """The micro profile with a trained toy row and a released row of SMALL on faces32, scored offline (domain features)."""
     micro = {
         **micro_dict,
@@ -243,7 +225,7 @@ def study(project: Path, micro_dict: dict) -> tuple[Path, StudyParams]:
         },
         "score": {"num_images": 16, "batch": 8, "upsampled": {"faces32": "faces64"}},
     }
-    return project, StudyParams.model_validate(micro)
+    return project, Params.model_validate(micro)
 
 
 def _snapshot(root: Path) -> Path:
@@ -297,7 +279,7 @@ def test_score_uses_the_published_truncation_of_a_released_row(study):
     _, params = study
     base = params.model_dump()
     base["rows"]["small_released"]["released"]["truncation_psi"] = 0.9
-    assert score.row_truncation(StudyParams.model_validate(base), "small_released") == 0.9
+    assert score.row_truncation(Params.model_validate(base), "small_released") == 0.9
     assert score.row_truncation(params, "toy") == params.score.truncation_psi
 
 
@@ -394,7 +376,7 @@ def test_sha256_in_params_must_match(study, authors_modules):
     base["rows"]["small_released"]["released"]["sha256"] = "0" * 64
     _refused(
         root,
-        StudyParams.model_validate(base),
+        Params.model_validate(base),
         r"has sha256 [0-9a-f]{64}, but rows\.small_released\.released\.sha256 says 0{64}",
     )
 
@@ -522,7 +504,7 @@ def test_released_table_puts_published_and_our_fid_beside_trained_rows(study):
     assert records[0]["published_fid"] == 4.45 and records[0]["fd_domain"] == 12.3
     base = params.model_dump()
     del base["rows"]["small_released"]
-    text, records = tables._released(StudyParams.model_validate(base), root)
+    text, records = tables._released(Params.model_validate(base), root)
     assert "No row of this profile imports one" in text and records == []
 
 
