@@ -137,12 +137,18 @@ class ZipImages:
         return arr if dtype is None else arr.astype(dtype)
 
 
+def images_path(root: Path) -> Path:
+    """The file that holds a prepared folder's images: images.zip when there is one, else images.npy."""
+    return root / "images.zip" if (root / "images.zip").exists() else root / "images.npy"
+
+
 def open_images(root: Path, meta: dict[str, Any]) -> np.ndarray | ZipImages:
     """A prepared folder's images, whichever format it has: a memory map of images.npy or the zip."""
-    if (root / "images.zip").exists():
-        return ZipImages(root / "images.zip", int(meta.get("resolution", 0)))
-    images = _load_array(root / "images.npy", mmap=True)
-    check_images(images, root / "images.npy")
+    path = images_path(root)
+    if path.suffix == ".zip":
+        return ZipImages(path, int(meta.get("resolution", 0)))
+    images = _load_array(path, mmap=True)
+    check_images(images, path)
     return images
 
 
@@ -165,19 +171,21 @@ class PreparedDataset(Dataset):
         self.root = root
         self.meta = _load_meta(meta_path)
         self.images = open_images(root, self.meta)
+        # named in the errors below: a zip-format folder has no images.npy to point at
+        images_name = images_path(root).name
         if len(self.images) == 0:
             raise PreparedDataError(f"prepared dataset '{root}' is empty; {_redo(root)}")
         self.labels = _load_array(root / "labels.npy")
         if self.labels.shape != (len(self.images),) or not np.issubdtype(self.labels.dtype, np.integer):
             raise PreparedDataError(
                 f"prepared dataset file '{root / 'labels.npy'}' holds {self.labels.dtype} of shape {self.labels.shape}, "
-                f"but images.npy has {len(self.images)} images (one integer label each); {_redo(root)}"
+                f"but {images_name} has {len(self.images)} images (one integer label each); {_redo(root)}"
             )
         kp = root / "keypoints.npy"
         self.keypoints = _load_array(kp) if kp.exists() else None
         if self.keypoints is not None and (self.keypoints.ndim != 3 or len(self.keypoints) != len(self.images)):
             raise PreparedDataError(
-                f"prepared dataset file '{kp}' holds an array of shape {self.keypoints.shape}, but images.npy has "
+                f"prepared dataset file '{kp}' holds an array of shape {self.keypoints.shape}, but {images_name} has "
                 f"{len(self.images)} images (one (K, 2) keypoint set each); {_redo(root)}"
             )
         if resolution is not None and self.resolution != resolution:

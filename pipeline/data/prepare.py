@@ -40,6 +40,8 @@ from pipeline.data.sources import (
     LSUNSource,
     RawImage,
     ZipSource,
+    balanced_quotas,
+    short_classes,
 )
 from pipeline.io import atomic_dir, check_free_space, no_space_as_error, preallocate, sigterm_as_exit
 
@@ -249,15 +251,29 @@ def _limit(n: int | None, limit: int | None) -> int | None:
     return n if n is None or limit is None else min(n, limit)
 
 
+def _class_subset(class_names: list[str], counts: list[int] | None, limit: int | None) -> dict:
+    """The dry run's view of a limited source with classes: images kept per class, and the classes too
+    small for an equal share (the others took their surplus). Empty without a limit or classes."""
+    if counts is None or limit is None:
+        return {}
+    quotas = balanced_quotas(counts, limit)
+    return {"class_quotas": dict(zip(class_names, quotas)), "short_classes": short_classes(class_names, counts, limit)}
+
+
 def describe_plan(cfg: DatasetConfig) -> dict:
     """What preparing `cfg` would do, without decoding anything: every missing source path, the number
     of images (counted in the sources that exist; `num_images_exact` False where part of it comes from
-    the params' limits because a source is missing) and the expected output size."""
+    the params' limits because a source is missing), the expected output size and, for a source with
+    classes and num_images, the images kept per class (`class_quotas`) and the classes too small for an
+    equal share (`short_classes`)."""
     missing = cfg.missing_sources()
+    subset: dict = {}
     if cfg.source == "synthetic_faces":
         n, exact = cfg.num_images, True
     elif not missing:
-        n, exact = len(open_source(cfg)), True
+        source = open_source(cfg)
+        n, exact = len(source), True
+        subset = _class_subset(source.class_names, source.class_counts(), cfg.num_images)
     elif cfg.source == "lsun10":
         # the present categories are counted; a missing one holds its published size, or per_category
         counts = [
@@ -267,6 +283,7 @@ def describe_plan(cfg: DatasetConfig) -> dict:
             for p in cfg.source_paths()
         ]
         n, exact = _limit(sum(counts), cfg.num_images), False
+        subset = _class_subset(list(cfg.categories), counts, cfg.num_images)
     else:
         n, exact = _limit(_published_size(cfg.path), cfg.num_images) or cfg.num_images, False
     return {
@@ -277,6 +294,7 @@ def describe_plan(cfg: DatasetConfig) -> dict:
         "num_images_exact": exact,
         "output_bytes": None if n is None else n * estimated_bytes_per_image(cfg),
         "output_bytes_exact": exact and cfg.format == "npy",
+        **subset,
     }
 
 
@@ -291,8 +309,9 @@ def _batched(it: Iterator[RawImage], size: int) -> Iterator[list[RawImage]]:
         yield batch
 
 
-def _plan(cfg: DatasetConfig, chunk_size: int) -> tuple[int, Iterator, Callable, list[str], list[str]]:
-    """(candidates, work items, worker function, class names, keypoint names) for a dataset."""
+def _plan(cfg: DatasetConfig, chunk_size: int) -> tuple[int, Iterator, Callable, list[str], list[str], list[str]]:
+    """(candidates, work items, worker function, class names, keypoint names, classes too small for an
+    equal share of num_images) for a dataset."""
     if cfg.source == "synthetic_faces":
         n = cfg.num_images
         work = ((s, min(s + chunk_size, n), cfg.resolution, cfg.seed, cfg.format) for s in range(0, n, chunk_size))
@@ -300,10 +319,12 @@ def _plan(cfg: DatasetConfig, chunk_size: int) -> tuple[int, Iterator, Callable,
             "/".join(f"{a}={v}" for a, v in zip(synthetic_faces.ATTRIBUTES, combo))
             for combo in _attribute_combinations()
         ]
-        return n, work, _render_chunk, classes, list(synthetic_faces.KEYPOINT_NAMES)
+        return n, work, _render_chunk, classes, list(synthetic_faces.KEYPOINT_NAMES), []
     source = open_source(cfg)
     work = ((batch, cfg.resolution, cfg.filter, cfg.format) for batch in _batched(iter(source), chunk_size))
-    return len(source), work, _decode_chunk, source.class_names, []
+    counts = source.class_counts()
+    short = [] if counts is None else short_classes(source.class_names, counts, source.limit)
+    return len(source), work, _decode_chunk, source.class_names, [], short
 
 
 def _attribute_combinations() -> list[tuple[str, ...]]:
@@ -332,7 +353,7 @@ def prepare_dataset(
     decoded (the space is reserved up front), leaving `out_dir` as it was."""
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
-    candidates, work, worker, class_names, keypoint_names = _plan(cfg, chunk_size)
+    candidates, work, worker, class_names, keypoint_names, short = _plan(cfg, chunk_size)
     if candidates == 0:
         raise PrepareError(
             f"{cfg.source} source {', '.join(map(str, cfg.source_paths()))} holds no images "
@@ -421,6 +442,13 @@ def prepare_dataset(
         if cfg.format != "npy":  # absent for the array, so the folders prepared before formats existed keep their bytes
             stats["format"] = cfg.format
         (tmp / "meta.json").write_text(json.dumps(stats, indent=2) + "\n")
+    if short:
+        warnings.warn(
+            f"num_images={cfg.num_images}: {len(short)} class(es) hold fewer images than an equal share and were "
+            f"taken whole, the other classes taking their surplus: {', '.join(short[:MAX_BAD_NAMES_REPORTED])} "
+            "(class_counts in meta.json has what each class gave)",
+            stacklevel=2,
+        )
     if bad:
         shown = ", ".join(bad[:MAX_BAD_NAMES_REPORTED])
         warnings.warn(f"skipped {len(bad)} unreadable image(s) of {candidates}: {shown}", stacklevel=2)

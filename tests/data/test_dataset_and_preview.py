@@ -171,3 +171,24 @@ def test_panels_put_labelled_images_side_by_side(tmp_path) -> None:
     assert dark[:, 8:108].any() and dark[:, 116:216].any()  # both grids pasted, side by side
     save_panels(tmp_path / "empty.png", [], "Table 4")  # a table without rows still gets its figure
     assert (tmp_path / "empty.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "name, content, expected",
+    [
+        ("labels.npy", np.zeros(7, np.int64), r"labels.npy' holds int64 of shape \(7,\), but images.zip has 8 images"),
+        (
+            "keypoints.npy",
+            np.zeros((7, 5, 2), np.float32),
+            r"keypoints.npy' holds an array of shape \(7, 5, 2\), but images.zip has 8",
+        ),
+    ],
+)
+def test_errors_of_a_zip_format_dataset_name_the_zip(tmp_path: Path, name: str, content, expected: str) -> None:
+    # A zip-format folder has no images.npy: pointing at one would send the user looking for a missing file.
+    root = tmp_path / "faces"
+    prepare_dataset(DatasetConfig(source="synthetic_faces", resolution=32, num_images=8, format="zip"), root)
+    assert not (root / "images.npy").exists()
+    np.save(root / name, content)
+    with pytest.raises(PreparedDataError, match=rf"'.*faces/{expected}.*pipeline prepare --dataset faces"):
+        PreparedDataset(root)
