@@ -81,6 +81,10 @@ def prepare(
             approx = "" if plan["num_images_exact"] else " (expected from the published size: a source is missing)"
             estimate = "" if plan["output_bytes_exact"] else ", estimated"
             typer.echo(f"{n}: {count} images{approx}, {plan['format']} output {size}{estimate}", err=True)
+            for short in plan.get("short_classes") or []:  # the other classes take the surplus of this one
+                typer.secho(
+                    f"warning: {n}: class {short}; the other classes take the rest", fg=typer.colors.YELLOW, err=True
+                )
         return
     from stages import prepare as stage
 

@@ -49,7 +49,9 @@ class DatasetConfig(_Strict):
     source: Literal["synthetic_faces", "folder", "zip", "lsun", "lsun10"]
     resolution: int
     num_images: int | None = Field(
-        default=None, gt=0, description="synthetic: how many to render; others: at most this many (None = all)"
+        default=None,
+        gt=0,
+        description="synthetic: how many to render; others: at most this many (None = all), a balanced share of each class where the source has classes",
     )
     seed: int = 0
     path: Path | None = Field(default=None, description="folder, zip or LSUN lmdb directory")

@@ -269,3 +269,26 @@ def test_profile_switch_writes_the_profiles_dvc_plots_and_dvc_draws_one_series_p
         (r, f) for r in ("inr_gan", "stylegan2") for f in ("gmacs_paper", "gmacs_true")
     }
     assert all(spec["title"]["text"] for spec in plots.values())
+
+
+def test_dry_run_warns_about_a_class_too_small_for_its_share(project: Path) -> None:
+    # issue #12: num_images on class folders takes a balanced share per class; a short class is named
+    from PIL import Image
+
+    for name, n in {"cat": 1, "dog": 4, "owl": 4}.items():
+        folder = project / "data/raw/pets" / name
+        folder.mkdir(parents=True)
+        for k in range(n):
+            Image.new("RGB", (8, 8), (k * 40, 0, 0)).save(folder / f"{k:03d}.png")
+    data = yaml.safe_load(Path("params.yaml").read_text())
+    data["prepare"]["datasets"]["pets"] = {
+        "source": "folder",
+        "path": "data/raw/pets",
+        "resolution": 8,
+        "labels": "subfolders",
+        "num_images": 6,
+    }
+    Path("params.yaml").write_text(yaml.safe_dump(data))
+    res = _cli("prepare", "--dataset", "pets", "--dry-run", cwd=project)
+    assert res.returncode == 0, res.stderr
+    assert "warning: pets: class cat: 1 image(s) for a share of 2; the other classes take the rest" in res.stderr
