@@ -605,23 +605,6 @@ def headline(metrics: Mapping[str, Any]) -> dict[str, float]:
     }
 
 
-def row_params(params: Any, row: str) -> dict[str, Any]:
-    """A row's training spec as its train run logs it (stages/train.py `resolved`)."""
-    from pipeline.train.options import resolve_train_config
-
-    cfg = params.row(row)
-    options = resolve_train_config(params.train, cfg.train, where=f"train + rows.{row}.train")
-    return {
-        "row": row,
-        "dataset": cfg.dataset,
-        "profile": params.profile,
-        "generator": cfg.generator.model_dump(mode="json"),
-        "train": options.model_dump(mode="json"),
-        "total_steps": options.total_steps,
-        "kimg": options.total_steps * options.total_batch / 1000,
-    }
-
-
 STUDY_VIEW_KEY = "study"  # pipeline ui opens the runs table with ?viewStateShareKey=study
 TABLE_ORDER = ("table1", "table1_cost", "table2", "table3_kpl", "table4", "fig8")
 
@@ -710,6 +693,8 @@ def log_from_reports(params: Any, root: Path = Path("."), uri: str | None = None
     samples.png, the dataset input) and the study run with the tables. Return (logged run names, rows
     without a score file). Runs are tagged logged_from=reports, and a second call replaces them, so the
     store never holds the committed study twice."""
+    from pipeline.train.options import row_spec
+
     uri = uri or resolve_tracking_uri(params.tracking.uri)
     problem = _probe(uri)
     if problem:
@@ -736,7 +721,7 @@ def log_from_reports(params: Any, root: Path = Path("."), uri: str | None = None
             "logged_from": "reports",
             "git_commit": commit,
         }
-        with stage_run(uri, params.tracking.experiment, f"train/{row}", tags, row_params(params, row)) as tracker:
+        with stage_run(uri, params.tracking.experiment, f"train/{row}", tags, row_spec(params, row)) as tracker:
             tracker.log_metrics({**metrics, "kimg": kimg}, step=score_step(kimg))
             grid = root / REPORTS / "figures" / "samples" / f"{row}.png"
             if grid.is_file():

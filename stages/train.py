@@ -26,7 +26,7 @@ from pipeline.train.benchmark import benchmark_training
 from pipeline.train.checkpoint import TRAINING_STATE, CheckpointError, verify_checkpoint
 from pipeline.train.distributed import init_from_env, shutdown
 from pipeline.train.loop import OPTIONS_FILE, TrainingInputError, TrainSummary, train
-from pipeline.train.options import TrainConfig, resolve_train_config
+from pipeline.train.options import TrainConfig, resolve_train_config, row_spec
 from pipeline.train.trainer import TrainingDiverged
 from stages import paths
 
@@ -36,19 +36,8 @@ def train_options(params: Params, row: str) -> TrainConfig:
     return resolve_train_config(params.train, params.row(row).train, where=f"train + rows.{row}.train")
 
 
-def resolved(params: Params, row: str, options: TrainConfig | None = None) -> dict[str, Any]:
-    """What options.json records and `--dry-run` prints."""
-    cfg = params.row(row)
-    options = options or train_options(params, row)
-    return {
-        "row": row,
-        "dataset": cfg.dataset,
-        "profile": params.profile,
-        "generator": cfg.generator.model_dump(mode="json"),
-        "train": options.model_dump(mode="json"),
-        "total_steps": options.total_steps,
-        "kimg": options.total_steps * options.total_batch / 1000,
-    }
+# pipeline/cli.py's `--dry-run` and tests name the row's spec so.
+resolved = row_spec
 
 
 def model_factories(generator: BaseModel, options: TrainConfig, resolution: int) -> tuple[Callable, Callable]:
@@ -104,7 +93,7 @@ def run(
         verify_checkpoint(out_dir / TRAINING_STATE)  # a damaged one stops us before any file or MLflow run is written
     ctx = init_from_env(environ, options.device)
     try:
-        info = resolved(params, row, options)
+        info = row_spec(params, row, options)
         tags = {
             "stage": "train",
             "row": row,

@@ -16,11 +16,12 @@ import torch
 from pipeline.config import Params
 from pipeline.data.preview import LABEL_SIZE
 from pipeline.headline import read_split
-from pipeline.metrics.options import DomainNetConfig, ReferenceConfig, ScoreConfig
+from pipeline.metrics.options import DomainNetConfig
 from pipeline.metrics.scoring import MetricsInputError
 from pipeline.models.registry import build_generator
 from pipeline.train.checkpoint import CheckpointError, kept_snapshot_file, save_checkpoint
-from stages import paths, prepare, reference, score, train
+from pipeline.train.options import row_spec
+from stages import paths, prepare, reference, score
 
 TINY = dict(
     kind="inr_gan",
@@ -36,14 +37,7 @@ TINY = dict(
 )
 
 
-class StudyParams(Params):
-    """params.yaml with the sections the lead adds to pipeline.config.Params."""
-
-    reference: ReferenceConfig = ReferenceConfig()
-    score: ScoreConfig = ScoreConfig()
-
-
-def _params(micro: dict, **overrides) -> StudyParams:
+def _params(micro: dict, **overrides) -> Params:
     micro = {**micro, "rows": {"toy": {"dataset": "faces32", "table": "test", "generator": TINY}}}
     micro["reference"] = {
         "features": "domain",
@@ -53,7 +47,7 @@ def _params(micro: dict, **overrides) -> StudyParams:
     micro["score"] = {"num_images": 24, "batch": 8, "upsampled": {"faces32": "faces64"}}
     for key, value in overrides.items():
         micro[key] = {**micro[key], **value}
-    return StudyParams.model_validate(micro)
+    return Params.model_validate(micro)
 
 
 def _snapshot(root: Path, params: Params, row: str = "toy", settings: dict = TINY) -> None:
@@ -66,7 +60,7 @@ def _snapshot(root: Path, params: Params, row: str = "toy", settings: dict = TIN
             "G": g.state_dict(),
             "G_ema": g.state_dict(),
             "D": {},
-            "info": train.resolved(params, row),
+            "info": row_spec(params, row),
             "step": 10,
             "kimg": 0.32,
         },
@@ -82,7 +76,7 @@ def _kept_snapshot(root: Path, params: Params, step: int, seed: int, row: str = 
         {
             "G_ema": g.state_dict(),
             "options": {},
-            "info": train.resolved(params, row),
+            "info": row_spec(params, row),
             "step": step,
             "kimg": step * 0.032,
         },
@@ -90,7 +84,7 @@ def _kept_snapshot(root: Path, params: Params, step: int, seed: int, row: str = 
 
 
 @pytest.fixture
-def study(project: Path, micro_dict: dict) -> tuple[Path, StudyParams]:
+def study(project: Path, micro_dict: dict) -> tuple[Path, Params]:
     params = _params(micro_dict)
     for ds in ("faces32", "faces64"):
         prepare.run(params, ds)
@@ -183,9 +177,7 @@ def test_noisy_stylegan2_scores_repeat_exactly(study, micro_dict):
         noise_mode="random",
     )
     base = _params(micro_dict).model_dump()
-    params = StudyParams.model_validate(
-        {**base, "rows": {"toy": {"dataset": "faces32", "table": "test", "generator": toy}}}
-    )
+    params = Params.model_validate({**base, "rows": {"toy": {"dataset": "faces32", "table": "test", "generator": toy}}})
     torch.manual_seed(0)
     g = build_generator(toy)
     with torch.no_grad():
@@ -198,7 +190,7 @@ def test_noisy_stylegan2_scores_repeat_exactly(study, micro_dict):
             "G": g.state_dict(),
             "G_ema": g.state_dict(),
             "D": {},
-            "info": train.resolved(params, "toy"),
+            "info": row_spec(params, "toy"),
             "step": 10,
             "kimg": 0.32,
         },
@@ -331,7 +323,7 @@ def test_snapshot_of_another_row_with_the_same_generator_is_refused(project, mic
     metrics = project / score.score_metrics_file("toy")
     metrics.parent.mkdir(parents=True)
     metrics.write_text('{"fd_domain": 1.0}')
-    other_dataset = StudyParams.model_validate(
+    other_dataset = Params.model_validate(
         {**params.model_dump(), "rows": {"toy": {"dataset": "faces32_test", "table": "test", "generator": TINY}}}
     )
     other_seed = _params(micro_dict, train={"seed": 7})

@@ -287,3 +287,26 @@ def recorded_changes(info: Mapping[str, Any], dataset: str, options: TrainConfig
     else:
         changes.update({f"train.{k}": change for k, change in changed_fields(trained, options).items()})
     return changes
+
+
+def row_spec(params: Any, row: str, options: TrainConfig | None = None) -> dict[str, Any]:
+    """Row `row` of `params` (pipeline.config.Params) as trained: what the train stage writes to
+    options.json and to its snapshots' `info`, prints for `--dry-run` and logs as its MLflow run's
+    params, and what `pipeline track --from-reports` logs for the row. `options` replaces the options
+    resolved from params (`train:` with rows.<row>.train on top).
+
+    One function for all of them, so that a run filled from the reports carries the params of a run
+    trained here (the library cannot import the stage's copy). Keep the keys (options.json and the
+    snapshots hold them) and their order (`--dry-run` prints it)."""
+    cfg = params.row(row)
+    if options is None:
+        options = resolve_train_config(params.train, cfg.train, where=f"train + rows.{row}.train")
+    return {
+        "row": row,
+        "dataset": cfg.dataset,
+        "profile": params.profile,
+        "generator": cfg.generator.model_dump(mode="json"),
+        "train": options.model_dump(mode="json"),
+        "total_steps": options.total_steps,
+        "kimg": options.total_steps * options.total_batch / 1000,
+    }

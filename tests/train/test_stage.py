@@ -68,6 +68,37 @@ def test_stage_writes_run_folder_plots_and_one_mlflow_run(project: Path, toy_row
     assert len(client.search_runs([exp.experiment_id])) == 2
 
 
+def test_options_json_and_both_tracked_runs_hold_the_rows_spec(project: Path, toy_row, micro_dict: dict) -> None:
+    # options.json, the train run's params and the run `pipeline track --from-reports` makes for the
+    # row came from two copies of one function (the library may not import the stage's); one row_spec
+    # now serves all three, and this pins that they agree.
+    from pipeline.tracking import log_from_reports
+    from pipeline.train.options import row_spec
+
+    _prepare(project)
+    micro_dict["train"] = toy_options(iterations=2).model_dump(mode="json")  # the stage's options = params'
+    params = parse_params(micro_dict)
+    stage.run(params, "toy", environ={}, progress=False)
+    recorded = json.loads((project / "runs" / "toy" / "options.json").read_text())
+    spec = row_spec(params, "toy")
+    assert recorded.pop("device") == "cpu" and recorded == {**spec, "world_size": 1}
+    assert stage.resolved(params, "toy") == spec  # the name pipeline/cli.py's --dry-run prints
+    score = project / "reports" / "metrics" / "score" / "toy.json"
+    score.parent.mkdir(parents=True)
+    score.write_text(json.dumps({"fd_domain": 1.0, "kimg": 0.016}))
+    filled = f"sqlite:///{project}/filled.db"
+    assert log_from_reports(params, project, filled) == (["train/toy"], [])
+
+    def logged(uri: str) -> dict[str, str]:
+        client = MlflowClient(tracking_uri=uri)
+        (mlrun,) = client.search_runs([client.get_experiment_by_name(params.tracking.experiment).experiment_id])
+        return mlrun.data.params
+
+    trained = logged(f"sqlite:///{project}/mlruns.db")
+    assert trained.pop("world_size") == "1" and trained == logged(filled)
+    assert trained["train.total_batch"] == "8" and trained["generator.kind"] == "stylegan2"
+
+
 def test_missing_and_empty_datasets_are_named(project: Path, toy_row) -> None:
     with pytest.raises(
         TrainingInputError,
