@@ -170,7 +170,9 @@ def train(
     from stages import train as stage
 
     if dry_run:
-        _print_resolved(params, stage.resolved(params, row))
+        from pipeline.train.options import row_spec
+
+        _print_resolved(params, row_spec(params, row))
         return
     if params.row(row).released is not None:  # dvc.yaml's train stage covers every row; released ones are imported
         import_(row, params_path=params_path)

@@ -36,10 +36,6 @@ def train_options(params: Params, row: str) -> TrainConfig:
     return resolve_train_config(params.train, params.row(row).train, where=f"train + rows.{row}.train")
 
 
-# pipeline/cli.py's `--dry-run` and tests name the row's spec so.
-resolved = row_spec
-
-
 def model_factories(generator: BaseModel, options: TrainConfig, resolution: int) -> tuple[Callable, Callable]:
     """Constructors of the row's generator and of the discriminator at the dataset's resolution."""
     from pipeline.models.registry import build_discriminator, build_generator

@@ -16,7 +16,8 @@ from pipeline.cli import app
 from pipeline.config import ConfigError, load_params
 from pipeline.models.registry import build_generator
 from pipeline.train.checkpoint import save_checkpoint
-from stages import paths, train
+from pipeline.train.options import row_spec
+from stages import paths
 from stages import properties as stage
 from stages.score import snapshot_file
 
@@ -34,7 +35,7 @@ def _snapshot(row: str) -> None:
             "G": g.state_dict(),
             "G_ema": g.state_dict(),
             "D": {},
-            "info": train.resolved(params, row),
+            "info": row_spec(params, row),
             "step": 4,
             "kimg": 0.064,
         },

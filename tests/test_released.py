@@ -25,6 +25,7 @@ from pipeline.metrics.options import DomainNetConfig
 from pipeline.models.registry import build_generator
 from pipeline.models.released import ReleasedPickleError, read_network_pickle
 from pipeline.train.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.train.options import row_spec
 from stages import paths, prepare, reference, released, score, train
 
 SMALL = dict(
@@ -416,7 +417,7 @@ def test_a_trained_snapshot_is_not_scored_as_a_released_row(study):
         _snapshot(root),
         {
             "G_ema": g.state_dict(),
-            "info": train.resolved(params, "toy") | {"generator": g.spec.model_dump(mode="json"), "dataset": "faces32"},
+            "info": row_spec(params, "toy") | {"generator": g.spec.model_dump(mode="json"), "dataset": "faces32"},
         },
     )
     from pipeline.metrics.scoring import MetricsInputError
