@@ -137,3 +137,19 @@ def test_rampup_changes_a_rows_identity_and_none_keeps_the_earlier_one():
     assert changed_fields(plain.model_dump(mode="json"), ramped) == {"ema_rampup": (None, 0.05)}
     assert changed_fields(ramped.model_dump(mode="json"), plain) == {"ema_rampup": (0.05, None)}
     assert changed_fields(before, plain) == {}
+
+
+def test_paper_profile_ramps_only_the_rows_of_the_authors_released_recipe():
+    # inr_gan_sg2 rows follow the authors' StyleGAN2-ADA `cfg: auto` (ramp 0.05); the paper-text rows
+    # (EMA 0.999 each step) and the StyleGAN2 rows (config-f: no ramp) keep the fixed beta.
+    from pathlib import Path
+
+    from pipeline.config import load_params
+    from stages.train import train_options
+
+    params = load_params(Path(__file__).resolve().parents[2] / "profiles" / "paper.yaml")
+    trained = {name: row for name, row in params.rows.items() if row.released is None}
+    ramps = {name: train_options(params, name).ema_rampup for name in trained}
+    ramped = {name for name, ramp in ramps.items() if ramp is not None}
+    assert ramped == {name for name, row in trained.items() if row.generator.kind == "inr_gan_sg2"} != set()
+    assert {ramps[name] for name in ramped} == {0.05}
