@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from torch import nn
@@ -13,6 +14,26 @@ def make_ema(generator: nn.Module) -> nn.Module:
     ema = copy.deepcopy(generator).eval()
     ema.requires_grad_(False)
     return ema
+
+
+def ema_beta(beta: float, batch: int, images_seen: int, rampup: float | None) -> float:
+    """The EMA coefficient of a step that starts after `images_seen` images, `batch` images per step.
+
+    rampup None: `beta` itself, every step (the paper text). Otherwise StyleGAN2-ADA's ramp-up: with
+    `beta` read as the full half-life h = batch * ln 0.5 / ln beta images, the step uses the half-life
+    min(h, images_seen * rampup), i.e. beta_t = 0.5 ** (batch / max(min(h, images_seen * rampup), 1e-8)),
+    so G_ema follows G closely early on, when G is far from anything worth averaging."""
+    if rampup is None:
+        return beta
+    if rampup <= 0:
+        raise ValueError(f"EMA ramp-up must be positive, got {rampup}; give e.g. 0.05 or None for no ramp-up")
+    if beta <= 0:
+        return 0.0  # half-life 0: G_ema copies G at every step, ramp or not
+    half_life = batch * math.log(0.5) / math.log(beta)
+    ramped = images_seen * rampup
+    if ramped >= half_life:
+        return beta  # the configured value itself, not 0.5 ** (batch / h), which can differ in the last bit
+    return 0.5 ** (batch / max(ramped, 1e-8))  # the 1e-8 floor as StyleGAN2-ADA: step 0 gives beta 0
 
 
 @torch.no_grad()

@@ -434,7 +434,9 @@ def train(
                 if options.hflip:
                     reals = torch.where(flips[share].to(ctx.device).view(-1, 1, 1, 1), reals.flip(-1), reals)
                 try:
-                    stats = trainer.step(reals, z_d[share].to(ctx.device), z_g[share].to(ctx.device), step)
+                    stats = trainer.step(
+                        reals, z_d[share].to(ctx.device), z_g[share].to(ctx.device), step, images_seen=images_seen
+                    )
                 except TrainingDiverged as err:
                     kept = (
                         f"the last good checkpoint '{state_path}' (step {last_saved}) is kept"

@@ -100,6 +100,12 @@ class TrainConfig(BaseModel):
     ema: float = Field(
         default=0.999, ge=0.0, lt=1.0, description="G_ema <- ema * G_ema + (1 - ema) * G after each G step"
     )
+    ema_rampup: float | None = Field(
+        default=None,
+        description="StyleGAN2-ADA's EMA ramp-up (0.05 in the authors' `cfg: auto`); None: `ema` at every step "
+        "(the paper text). When set, with h = total_batch * ln 0.5 / ln ema images (the half-life `ema` "
+        "means), the step after n images uses ema_t = 0.5 ** (total_batch / max(min(h, n * ema_rampup), 1e-8))",
+    )
     hflip: bool = Field(default=True, strict=True, description="random horizontal flips of real images")
     mixed_precision: Literal["off", "bf16", "fp16"] = Field(
         default="off", description="autocast of G and D forward passes; CUDA only"
@@ -166,6 +172,15 @@ class TrainConfig(BaseModel):
         if kimg is not None and not math.isfinite(kimg * 1000):
             raise ValueError(f"{kimg} is too large to count steps of; give a length in thousands of images, e.g. 25000")
         return kimg
+
+    @field_validator("ema_rampup")
+    @classmethod
+    def _ema_rampup(cls, rampup: float | None) -> float | None:
+        if rampup is not None and not rampup > 0:
+            raise ValueError(
+                f"must be positive (or null for no ramp-up), got {rampup}; the authors' StyleGAN2-ADA config uses 0.05"
+            )
+        return rampup
 
     @field_validator("betas")
     @classmethod
@@ -262,7 +277,12 @@ def settings_fingerprint(dataset: str, generator: Mapping[str, Any], options: Tr
     import hashlib
     import json
 
-    train = {k: v for k, v in options.model_dump(mode="json").items() if k not in RESUMABLE_CHANGES and k != "seed"}
+    # ema_rampup at None (added after the committed records) stays out, so their rows keep their hash.
+    train = {
+        k: v
+        for k, v in options.model_dump(mode="json").items()
+        if k not in RESUMABLE_CHANGES and k != "seed" and not (k == "ema_rampup" and v is None)
+    }
     text = json.dumps({"dataset": dataset, "generator": dict(generator), "train": train}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from pipeline.train.distributed import DistContext, average_gradients, mean_over_ranks
-from pipeline.train.ema import make_ema, update_ema
+from pipeline.train.ema import ema_beta, make_ema, update_ema
 from pipeline.train.losses import (
     d_fake_loss,
     d_real_loss,
@@ -113,11 +113,16 @@ class GANTrainer:
             return contextlib.nullcontext()
         return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
 
-    def step(self, reals: Tensor, z_d: Tensor, z_g: Tensor, step: int) -> dict[str, float]:
-        """One D step and one G step on this process's share; returns statistics averaged over ranks."""
+    def step(
+        self, reals: Tensor, z_d: Tensor, z_g: Tensor, step: int, images_seen: int | None = None
+    ) -> dict[str, float]:
+        """One D step and one G step on this process's share; returns statistics averaged over ranks.
+
+        images_seen: real images of all processes shown before this step (the loop's counter, which
+        a resumed run restores); it sets the EMA ramp-up. None: step * total_batch."""
         do_r1 = self.options.r1_gamma > 0 and step % self.options.r1_interval == 0
         stats = self.d_step(reals, z_d, do_r1, step)
-        stats.update(self.g_step(z_g, step))
+        stats.update(self.g_step(z_g, step, images_seen))
         return stats
 
     def d_step(self, reals: Tensor, z: Tensor, do_r1: bool, step: int) -> dict[str, float]:
@@ -154,7 +159,7 @@ class GANTrainer:
             sums += torch.stack([p.detach().float() for p in parts]) / self.per_rank
         return self._apply(self.D, self.opt_d, self.scaler_d, sums, D_STATS, "D", step)
 
-    def g_step(self, z: Tensor, step: int) -> dict[str, float]:
+    def g_step(self, z: Tensor, step: int, images_seen: int | None = None) -> dict[str, float]:
         self.G.requires_grad_(True)
         self.D.requires_grad_(False)
         self.opt_g.zero_grad(set_to_none=True)
@@ -175,8 +180,14 @@ class GANTrainer:
             )
             sums = torch.cat([sums, pl])
         stats = self._apply(self.G, self.opt_g, self.scaler_g, sums, names, "G", step)
-        update_ema(self.G_ema, self.G, self.options.ema)
+        update_ema(self.G_ema, self.G, self.ema_beta(step, images_seen))
         return stats
+
+    def ema_beta(self, step: int, images_seen: int | None = None) -> float:
+        """The EMA coefficient of `step`: train.ema, or its ramped value under train.ema_rampup."""
+        opt = self.options
+        shown = step * opt.total_batch if images_seen is None else images_seen
+        return ema_beta(opt.ema, opt.total_batch, shown, opt.ema_rampup)
 
     def _path_length_step(self, z: Tensor) -> Tensor:
         """StyleGAN2's lazy path-length term on a smaller batch; its gradient joins the G step's.

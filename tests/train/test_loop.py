@@ -95,9 +95,9 @@ def test_hflip_mirrors_about_half_of_the_reals(tmp_path, monkeypatch):
     seen = []
     original = GANTrainer.step
 
-    def spy(self, reals, z_d, z_g, step):
+    def spy(self, reals, z_d, z_g, step, **kwargs):
         seen.append(reals.clone())
-        return original(self, reals, z_d, z_g, step)
+        return original(self, reals, z_d, z_g, step, **kwargs)
 
     monkeypatch.setattr(GANTrainer, "step", spy)
     data = ToyImages()
