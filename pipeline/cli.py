@@ -28,7 +28,7 @@ from pipeline.tracking import STUDY_VIEW_KEY, project_root, resolve_tracking_uri
 app = typer.Typer(
     name="pipeline",
     help="INR-GAN reproduction pipeline. Most commands run one DVC stage by hand (`dvc repro` runs them all); "
-    "profile, sample, bench, bench-train and ui are tools around them.",
+    "profile, train-all, sample, bench, bench-train, bench-prepare, gpu-check, track and ui are tools around them.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -57,7 +57,8 @@ def prepare(
     dry_run: DryRun = False,
 ) -> None:
     """Prepare datasets: read the raw source, centre-crop, resize, write data/prepared/<dataset>/,
-    a preview grid under reports/figures/prepare/ and statistics under reports/metrics/prepare/."""
+    a preview grid under reports/figures/prepare/ and statistics under reports/metrics/prepare/ (counts) and
+    reports/details/prepare/ (the rest)."""
     params = load_params(params_path)
     names = dataset or sorted(params.prepare.datasets)
     configs = {n: params.dataset(n) for n in names}  # unknown names fail before any work
