@@ -363,24 +363,32 @@ def train_keypoint_regressor(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = KeypointRegressor(keypoints.shape[1], images.shape[1], width)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    steps_per_epoch = (n - n_held) // batch_size
-    total = epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
-    start = time.perf_counter()
-    model.train()
-    train_t = torch.from_numpy(train_idx)
-    for _ in range(epochs):
-        perm = train_t[torch.randperm(len(train_t), generator=gen)]
-        for b in range(steps_per_epoch):
-            idx = perm[b * batch_size : (b + 1) * batch_size]
-            loss = F.mse_loss(model(x_all[idx]), y_all[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-        if progress is not None:
-            progress(1)
+    # One CPU thread whatever the machine or OMP_NUM_THREADS, as the domain network (pipeline/metrics/domain.py):
+    # with 2 threads the float sums run in another order and the regressor, the yardstick of every KPL, ends
+    # up different; make repro, plain dvc repro and bigger machines thus train the same one (on one CPU type).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        steps_per_epoch = (n - n_held) // batch_size
+        total = epochs * steps_per_epoch
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+        start = time.perf_counter()
+        model.train()
+        train_t = torch.from_numpy(train_idx)
+        for _ in range(epochs):
+            perm = train_t[torch.randperm(len(train_t), generator=gen)]
+            for b in range(steps_per_epoch):
+                idx = perm[b * batch_size : (b + 1) * batch_size]
+                loss = F.mse_loss(model(x_all[idx]), y_all[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+            if progress is not None:
+                progress(1)
+    finally:
+        torch.set_num_threads(threads)
     extractor = RegressorKeypoints(model, names)
     held_pred = extractor(x_all[torch.from_numpy(held_idx)])
     heldout = keypoint_mse(held_pred, keypoints[held_idx])

@@ -105,3 +105,18 @@ def test_regressor_input_errors(tmp_path, faces):
         train_keypoint_regressor(faces.images.astype(np.float32), faces.keypoints, synthetic_faces.KEYPOINT_NAMES)
     with pytest.raises(FileNotFoundError, match="pipeline keypoints"):
         load_regressor(tmp_path / "missing.pt")
+
+
+def test_keypoint_regressor_trains_on_one_thread_whatever_the_process_has(faces):
+    # As the domain network: the regressor is every KPL's yardstick, so its float sums must not depend on
+    # the thread count (make repro trains it in a one-thread lane, plain dvc repro with all cores).
+    seen = []
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        args = (faces.images[:200], faces.keypoints[:200], synthetic_faces.KEYPOINT_NAMES)
+        train_keypoint_regressor(*args, epochs=1, seed=1, progress=lambda _: seen.append(torch.get_num_threads()))
+        assert seen == [1]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

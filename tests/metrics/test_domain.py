@@ -92,3 +92,20 @@ def test_training_is_deterministic_and_weights_round_trip(faces, tmp_path):
 def test_datasets_without_classes_are_refused(faces):
     with pytest.raises(ValueError, match="at least 2 classes"):
         train_domain_net(faces.images[:64], np.zeros(64, np.int64), 1, DomainNetConfig(epochs=1))
+
+
+def test_training_runs_on_one_thread_whatever_the_process_has(faces):
+    # The domain network is every fd_domain's yardstick: with 2 threads float sums run in another order
+    # and training ends with another network, so it trains on one thread and gives the thread count back.
+    seen = []
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        cfg = DomainNetConfig(width=4, epochs=1, batch=32, seed=3)
+        train_domain_net(
+            faces.images[:128], faces.labels[:128], 18, cfg, progress=lambda *_: seen.append(torch.get_num_threads())
+        )
+        assert seen and set(seen) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
