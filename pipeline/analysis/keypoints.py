@@ -410,7 +410,9 @@ def train_keypoint_regressor(
 
 
 def save_regressor(path: str | Path, extractor: RegressorKeypoints, report: dict[str, Any] | None = None) -> None:
-    """torch.save the regressor with what rebuilds it; atomic."""
+    """torch.save the regressor with what rebuilds it; atomic. The report goes in without its training time:
+    the file is a DVC output that projections and KPL depend on, so its bytes must change only with the
+    regressor (the time stays in reports/details/keypoints/)."""
     m = extractor.model
     save_torch(
         path,
@@ -422,7 +424,7 @@ def save_regressor(path: str | Path, extractor: RegressorKeypoints, report: dict
             "width": m.width,
             "names": list(extractor.names),
             "heldout_mse": extractor.heldout_mse,
-            "report": report or {},
+            "report": {k: v for k, v in (report or {}).items() if k != "seconds"},
         },
     )
 

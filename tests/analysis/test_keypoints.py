@@ -120,3 +120,15 @@ def test_keypoint_regressor_trains_on_one_thread_whatever_the_process_has(faces)
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_saved_regressor_changes_only_with_the_regressor_not_its_training_time(faces, tmp_path):
+    # data/keypoints is a DVC output the projections and KPL depend on: a training time inside it would
+    # re-run them after every keypoints run, with equal weights
+    from pipeline.io import sha256_file
+
+    args = (faces.images[:200], faces.keypoints[:200], synthetic_faces.KEYPOINT_NAMES)
+    extractor, report = train_keypoint_regressor(*args, epochs=1, seed=1)
+    save_regressor(tmp_path / "a.pt", extractor, {**report, "seconds": 1.0})
+    save_regressor(tmp_path / "b.pt", extractor, {**report, "seconds": 2.0})
+    assert sha256_file(tmp_path / "a.pt") == sha256_file(tmp_path / "b.pt")
