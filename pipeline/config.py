@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -13,6 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pipeline.analysis.options import KPLConfig, ProjectConfig, PropertiesConfig
 from pipeline.metrics.options import BenchConfig, ReferenceConfig, ScoreConfig
 from pipeline.models.specs import GeneratorSpec
+
+if TYPE_CHECKING:  # pipeline.train.options imports ConfigError from this module
+    from pipeline.train.options import TrainConfig
 
 PROFILES = ("micro", "default", "paper")
 DATA_SOURCES = ("synthetic_faces", "folder", "zip", "lsun", "lsun10")
@@ -242,9 +245,6 @@ class Params(_Strict):
 
     @model_validator(mode="after")
     def _references(self) -> Params:
-        # Imported here: pipeline.train.options imports ConfigError from this module.
-        from pipeline.train.options import resolve_train_config
-
         for name, row in self.rows.items():
             if row.dataset not in self.prepare.datasets:
                 raise ValueError(
@@ -256,7 +256,7 @@ class Params(_Strict):
                     f"rows.{name}.generator.resolution: {row.generator.resolution} does not match dataset "
                     f"{row.dataset!r} prepared at {resolution} px; use a dataset at {row.generator.resolution} px or change the row"
                 )
-            resolve_train_config(self.train, row.train, where=f"train + rows.{name}.train")
+            self.train_options(name)
             if row.seed_of is not None:
                 base = self.rows.get(row.seed_of)
                 if base is None or base.seed_of is not None:
@@ -330,16 +330,24 @@ class Params(_Strict):
             )
         return value
 
+    def train_options(self, row: str) -> TrainConfig:
+        """The row's training options: the `train:` defaults with rows.<row>.train on top; what neither sets
+        is the paper's recipe (pipeline.train.options)."""
+        # Imported here: pipeline.train.options imports ConfigError from this module.
+        from pipeline.train.options import resolve_train_config
+
+        return resolve_train_config(self.train, self.row(row).train, where=f"train + rows.{row}.train")
+
     def settings_fingerprint(self, row: str) -> str:
         """The row's settings apart from its training seed (pipeline.train.options.settings_fingerprint),
         and its training length: a run may be extended (kimg is a resumable setting), but a score after
         11.2 kimg is no repeat of one after 16."""
         import hashlib
 
-        from pipeline.train.options import resolve_train_config, settings_fingerprint
+        from pipeline.train.options import settings_fingerprint
 
         cfg = self.row(row)
-        options = resolve_train_config(self.train, cfg.train, where=f"train + rows.{row}.train")
+        options = self.train_options(row)
         settings = settings_fingerprint(cfg.dataset, cfg.generator.model_dump(mode="json"), options)
         return hashlib.sha256(f"{settings} images {options.total_steps * options.total_batch}".encode()).hexdigest()
 

@@ -15,7 +15,7 @@ from pipeline.config import ConfigError, Params
 from pipeline.io import sha256_file
 from pipeline.metrics.scoring import MetricsInputError
 from pipeline.train.checkpoint import load_checkpoint
-from pipeline.train.options import recorded_changes, resolve_train_config
+from pipeline.train.options import recorded_changes
 
 
 def load_state(generator: nn.Module, state_dict: Mapping[str, Any], where: str) -> nn.Module:
@@ -66,9 +66,7 @@ def load_ema_generator(params: Params, row: str, path: Path) -> tuple[nn.Module,
     if cfg.released is not None:
         changes = _import_changes(info, cfg.dataset, cfg.released.sha256)
     else:
-        changes = recorded_changes(
-            info, cfg.dataset, resolve_train_config(params.train, cfg.train, where=f"train + rows.{row}.train")
-        )
+        changes = recorded_changes(info, cfg.dataset, params.train_options(row))
     if changes:
         shown = "; ".join(f"{k}: {old!r} there, {new!r} in params.yaml" for k, (old, new) in changes.items())
         raise MetricsInputError(

@@ -26,14 +26,9 @@ from pipeline.train.benchmark import benchmark_training
 from pipeline.train.checkpoint import TRAINING_STATE, CheckpointError, verify_checkpoint
 from pipeline.train.distributed import init_from_env, shutdown
 from pipeline.train.loop import OPTIONS_FILE, TrainingInputError, TrainSummary, train
-from pipeline.train.options import TrainConfig, resolve_train_config, row_spec
+from pipeline.train.options import TrainConfig, row_spec
 from pipeline.train.trainer import TrainingDiverged
 from stages import paths
-
-
-def train_options(params: Params, row: str) -> TrainConfig:
-    """The `train:` defaults with rows.<row>.train on top; what neither sets is the paper's recipe."""
-    return resolve_train_config(params.train, params.row(row).train, where=f"train + rows.{row}.train")
 
 
 def model_factories(generator: BaseModel, options: TrainConfig, resolution: int) -> tuple[Callable, Callable]:
@@ -80,7 +75,7 @@ def run(
             f"row {row!r} is one of the authors' released checkpoints ({cfg.released.pickle}): it is imported, not "
             f"trained; run `pipeline import --row {row}` (`pipeline train` and `dvc repro train@{row}` do that for it)"
         )
-    options = options or train_options(params, row)
+    options = options or params.train_options(row)
     environ = os.environ if environ is None else environ
     options.per_process(int(environ.get("WORLD_SIZE", "1")))  # before any work: a batch that does not split stops here
     dataset = _open_dataset(root, cfg.dataset)
@@ -154,7 +149,7 @@ def benchmark(
     from pipeline.devices import resolve_device_flag
 
     cfg = params.row(row)
-    options = train_options(params, row)
+    options = params.train_options(row)
     if mixed_precision is not None:
         options = TrainConfig.model_validate({**options.model_dump(), "mixed_precision": mixed_precision})
     per_rank, rounds = options.per_process(1)
@@ -214,8 +209,8 @@ def train_many(
         params.row(row)  # an unknown row stops here, before any process starts
     # Longest first (fewest images per second x more images): a good order for a few workers.
     cost = {
-        row: train_options(params, row).total_steps
-        * train_options(params, row).total_batch
+        row: params.train_options(row).total_steps
+        * params.train_options(row).total_batch
         * (1.4 if params.row(row).generator.kind == "stylegan2" else 1.0)
         for row in rows
     }  # StyleGAN2's toy G is the slowest

@@ -155,13 +155,12 @@ def test_a_missing_optional_section_is_named_when_a_stage_needs_it(micro_dict: d
 
 
 def test_paper_profile_trains_stylegan2_rows_with_stylegan2s_recipe() -> None:
-    from stages.train import train_options
 
     params = load_params(REPO / "profiles" / "paper.yaml")
     for name, row in params.rows.items():
         if row.released is not None:  # the authors' checkpoints: imported, never trained here
             continue
-        options = train_options(params, name)
+        options = params.train_options(name)
         if row.generator.kind == "stylegan2":
             assert (options.r1_convention, options.r1_interval, options.pl_weight, options.betas) == (
                 "stylegan2",

@@ -319,8 +319,7 @@ def row_spec(params: Any, row: str, options: TrainConfig | None = None) -> dict[
     trained here (the library cannot import the stage's copy). Keep the keys (options.json and the
     snapshots hold them) and their order (`--dry-run` prints it)."""
     cfg = params.row(row)
-    if options is None:
-        options = resolve_train_config(params.train, cfg.train, where=f"train + rows.{row}.train")
+    options = options or params.train_options(row)
     return {
         "row": row,
         "dataset": cfg.dataset,

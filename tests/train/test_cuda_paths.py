@@ -17,7 +17,7 @@ from pipeline.train.benchmark import benchmark_training
 from pipeline.train.distributed import DistContext
 from pipeline.train.loop import train
 from pipeline.train.options import TrainConfig
-from stages.train import model_factories, train_options
+from stages.train import model_factories
 
 from .toy import ToyDiscriminator, ToyGenerator, ToyImages, toy_options
 
@@ -34,7 +34,7 @@ pytestmark = [
 
 def _micro_models(row: str, precision: str):
     params = load_params(REPO / "profiles" / "micro.yaml")
-    options = train_options(params, row)
+    options = params.train_options(row)
     options = TrainConfig.model_validate({**options.model_dump(), "mixed_precision": precision, "device": "cuda"})
     make_g, make_d = model_factories(params.row(row).generator, options, params.row(row).generator.resolution)
     return make_g(), make_d(), options

@@ -145,11 +145,10 @@ def test_paper_profile_ramps_only_the_rows_of_the_authors_released_recipe():
     from pathlib import Path
 
     from pipeline.config import load_params
-    from stages.train import train_options
 
     params = load_params(Path(__file__).resolve().parents[2] / "profiles" / "paper.yaml")
     trained = {name: row for name, row in params.rows.items() if row.released is None}
-    ramps = {name: train_options(params, name).ema_rampup for name in trained}
+    ramps = {name: params.train_options(name).ema_rampup for name in trained}
     ramped = {name for name, ramp in ramps.items() if ramp is not None}
     assert ramped == {name for name, row in trained.items() if row.generator.kind == "inr_gan_sg2"} != set()
     assert {ramps[name] for name in ramped} == {0.05}

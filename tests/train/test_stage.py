@@ -116,7 +116,7 @@ def test_batch_not_divisible_by_processes_stops_first(project: Path, toy_row) ->
 
 
 def test_default_options_and_torchrun_command(toy_row) -> None:
-    assert stage.train_options(toy_row, "toy").total_steps == 800_000
+    assert toy_row.train_options("toy").total_steps == 800_000
     cmd = stage.torchrun_command(4, Path("params.yaml"), "toy", resume=False, restart_on_change=True)
     assert cmd[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4", "-m"]
     assert cmd[6:] == ["stages.train", "--params", "params.yaml", "--row", "toy", "--no-resume", "--restart-on-change"]
