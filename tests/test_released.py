@@ -434,9 +434,8 @@ def test_read_network_pickle_gives_every_module_record(tmp_path, authors_modules
     assert net.training_set_kwargs["resolution"] == 32
 
 
-def test_cli_import_and_train_of_a_released_row(project, micro_dict, authors_modules):
-    import subprocess
-
+def _add_released_row(project: Path, micro_dict: dict) -> None:
+    """The micro profile with row small_released (SMALL, imported from RELEASED) as the project's params.yaml."""
     import yaml
 
     micro_dict["rows"]["small_released"] = {
@@ -446,6 +445,12 @@ def test_cli_import_and_train_of_a_released_row(project, micro_dict, authors_mod
         "released": RELEASED,
     }
     (project / "params.yaml").write_text(yaml.safe_dump(micro_dict))
+
+
+def test_cli_import_and_train_of_a_released_row(project, micro_dict, authors_modules):
+    import subprocess
+
+    _add_released_row(project, micro_dict)
 
     def cli(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=project, capture_output=True, text=True)
@@ -510,19 +515,12 @@ def test_released_table_puts_published_and_our_fid_beside_trained_rows(study):
 
 
 def test_train_all_leaves_released_rows_out(project, micro_dict, monkeypatch):
-    import yaml
     from typer.testing import CliRunner
 
     from pipeline.cli import app
     from stages import train as train_stage
 
-    micro_dict["rows"]["small_released"] = {
-        "dataset": "faces32",
-        "table": "released",
-        "generator": SMALL,
-        "released": RELEASED,
-    }
-    (project / "params.yaml").write_text(yaml.safe_dump(micro_dict))
+    _add_released_row(project, micro_dict)
     asked = []
     monkeypatch.setattr(train_stage, "train_many", lambda params_path, names, *a, **k: asked.extend(names) or {})
     assert CliRunner().invoke(app, ["train-all"]).exit_code == 0
