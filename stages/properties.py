@@ -215,7 +215,7 @@ def _extrapolation_title(G: torch.nn.Module, row: str) -> str:
         return ""
     title = f"{row}: learned constant held at its edge outside [0, 1]"
     if not pixels_are_independent(G):
-        title += "; pixels depend on the grid: the centre moves"
+        title += "\npixels depend on the whole grid (bilinear, instance norm): the centre moves"
     return title
 
 
