@@ -14,7 +14,10 @@ feature map's size and concatenates the learned constant at its trained size, so
 nothing but the training grid. Here every block evaluates its sin/cos embedding at the new points,
 and the learned constant is sampled bilinearly between its trained points and takes its edge values
 outside [0, 1) (pipeline.models.inr_sg2.CoordinateEmbedding.sample_const): the wide images' borders
-are partly a continuation of the constant's edge, not a learned extension.
+are partly a continuation of the constant's edge, not a learned extension. Its fixed sin/cos basis
+repeats with a period of one frame at all but its lowest frequency (two frames), so a point one frame
+outside sees the features of the opposite side with that one sign flipped: margins near 1 draw ghost
+copies of the image.
 """
 
 from __future__ import annotations
