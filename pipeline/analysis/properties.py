@@ -15,9 +15,9 @@ nothing but the training grid. Here every block evaluates its sin/cos embedding 
 and the learned constant is sampled bilinearly between its trained points and takes its edge values
 outside [0, 1) (pipeline.models.inr_sg2.CoordinateEmbedding.sample_const): the wide images' borders
 are partly a continuation of the constant's edge, not a learned extension. Its fixed sin/cos basis
-repeats with a period of one frame at all but its lowest frequency (two frames), so a point one frame
-outside sees the features of the opposite side with that one sign flipped: margins near 1 draw ghost
-copies of the image.
+repeats every frame but at its lowest frequencies (the axis ones' lowest, the diagonals' two lowest),
+and random Fourier features exist only at 128 px and above, so a point one frame outside sees mostly
+the features of the opposite side: margins near 1 draw ghost copies of the image.
 """
 
 from __future__ import annotations
