@@ -21,8 +21,9 @@ PROFILES = ("micro", "default", "paper")
 DATA_SOURCES = ("synthetic_faces", "folder", "zip", "lsun", "lsun10")
 RESIZE_FILTERS = ("box", "lanczos", "bicubic", "bilinear")
 MIN_RESOLUTION, MAX_RESOLUTION = 8, 1024
-# Generator kinds without an INR decoder (a learned constant and convolutions or 1x1 layers): no properties figures.
-NO_INR_DECODER_KINDS = frozenset({"stylegan2", "inr_gan_sg2"})
+# Generator kinds that draw one fixed pixel grid from a learned constant: no properties figures. (inr_gan_sg2 has no
+# INR decoder either, but draws any grid: extrapolation and super-resolution apply to it.)
+FIXED_GRID_KINDS = frozenset({"stylegan2"})
 
 
 class ConfigError(ValueError):
@@ -307,10 +308,11 @@ class Params(_Strict):
                 raise ValueError(
                     f"properties.rows: unknown row {row!r}; defined rows: {', '.join(sorted(self.rows)) or 'none'}"
                 )
-            if self.rows[row].generator.kind in NO_INR_DECODER_KINDS:
+            if self.rows[row].generator.kind in FIXED_GRID_KINDS:
                 raise ValueError(
                     f"properties.rows: row {row!r} is a {self.rows[row].generator.kind} generator, which has no INR decoder "
-                    f"(no INR parameters to interpolate or Fourier bases to read); list INR rows only (latent_inr, hyper_*, inr_gan)"
+                    f"and draws a fixed pixel grid (nothing to extrapolate, super-resolve, interpolate or read bases from); "
+                    f"list INR rows (latent_inr, hyper_*, inr_gan) or inr_gan_sg2 rows"
                 )
         return self
 

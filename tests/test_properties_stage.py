@@ -53,14 +53,52 @@ def test_properties_stage_writes_figures_and_exact_centre_check(project: Path) -
     assert written["kimg"] == 0.064 and written["superres_inr_vs_bicubic_mean_abs"] > 0
 
 
-def test_properties_rows_must_be_inr_rows(project: Path) -> None:
+def test_properties_rows_must_draw_a_grid(project: Path) -> None:
     data = yaml.safe_load(Path("params.yaml").read_text())
     data["properties"]["rows"] = ["stylegan2"]
     Path("params.yaml").write_text(yaml.safe_dump(data))
     with pytest.raises(
-        ConfigError, match=r"properties.rows: row 'stylegan2' is a stylegan2 generator, which has no INR decoder"
+        ConfigError,
+        match=r"properties.rows: row 'stylegan2' is a stylegan2 generator, which has no INR decoder and draws a "
+        r"fixed pixel grid .*; list INR rows \(latent_inr, hyper_\*, inr_gan\) or inr_gan_sg2 rows",
     ):
         load_params("params.yaml")
+
+
+def _with_sg2_row(upsampling: str = "nearest") -> None:
+    """The micro profile with a micro inr_gan_sg2 row (blocks 8, 8, 16, 32) as its only properties row."""
+    data = yaml.safe_load(Path("params.yaml").read_text())
+    generator = dict(kind="inr_gan_sg2", resolution=32, input_resolution=8, z_dim=16, w_dim=16, channel_base=256)
+    generator.update(channel_max=16, fmm_rank=2, const_channels=4, const_channels_high=4, random_fourier_features=4)
+    if upsampling == "bilinear":
+        generator.update(upsampling="bilinear", instance_norm=True)
+    data["rows"]["inr_gan_sg2"] = {"dataset": "faces32", "table": "table2", "generator": generator}
+    data["properties"]["rows"] = ["inr_gan_sg2"]
+    Path("params.yaml").write_text(yaml.safe_dump(data))
+
+
+def test_properties_stage_on_inr_gan_sg2_draws_its_grids_and_names_what_does_not_apply(project: Path) -> None:
+    _with_sg2_row()
+    _snapshot("inr_gan_sg2")
+    result = stage.run(load_params("params.yaml"), "inr_gan_sg2", progress=False)
+    folder = paths.properties_dir("inr_gan_sg2")
+    assert sorted(p.name for p in folder.iterdir()) == ["extrapolation.png", "superresolution.png"]
+    assert Image.open(folder / "extrapolation.png").size[0] > 100
+    metrics = json.loads(paths.properties_metrics("inr_gan_sg2").read_text())
+    assert metrics["extrapolation_centre_max_abs_error"] < 1e-5 and metrics["superres_inr_vs_bicubic_mean_abs"] > 0
+    assert "interpolation_params_vs_pixels_mean_abs" not in metrics
+    details = json.loads(paths.details(paths.properties_metrics("inr_gan_sg2")).read_text())
+    assert set(details["skipped"]) == {"interpolation", "frequencies"}
+    assert all(isinstance(reason, str) and "\n" not in reason for reason in details["skipped"].values())
+    assert "learned constant" in " ".join(details["notes"]) and result["skipped"] == details["skipped"]
+
+
+def test_properties_stage_on_the_bilinear_variant_says_its_centre_is_not_exact(project: Path) -> None:
+    _with_sg2_row("bilinear")
+    _snapshot("inr_gan_sg2")
+    result = stage.run(load_params("params.yaml"), "inr_gan_sg2", progress=False)
+    assert result["extrapolation_centre_max_abs_error"] > 1e-3
+    assert any("not the image" in note for note in result["notes"])
 
 
 def test_sample_draws_any_grid_and_refuses_what_a_row_cannot_draw(project: Path) -> None:
