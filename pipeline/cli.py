@@ -346,7 +346,8 @@ def score(row: RowOption, params_path: ParamsOption = Path("params.yaml")) -> No
 def properties(row: RowOption, params_path: ParamsOption = Path("params.yaml")) -> None:
     """Figures of continuous images for a trained INR row: extrapolation (Figs. 2/10), super-resolution
     (Fig. 3), parameter-space interpolation (Fig. 5), Fourier frequencies (Fig. 17), under
-    reports/figures/properties/<row>/, with reports/metrics/properties/<row>.json."""
+    reports/figures/properties/<row>/, with reports/metrics/properties/<row>.json. An inr_gan_sg2 row draws
+    the first two (its details file says why the others are skipped); stylegan2 rows are refused."""
     from stages import properties as stage
 
     typer.echo(json.dumps(stage.run(load_params(params_path), row), indent=2, default=str))
@@ -360,7 +361,7 @@ def sample(
         tuple[float, float],
         typer.Option(
             "--range",
-            help="coordinate range [LO, HI) on both axes; [0, 1) is the training frame, wider extrapolates (INR rows)",
+            help="coordinate range [LO, HI) on both axes; [0, 1) is the training frame, wider extrapolates (INR and inr_gan_sg2 rows)",
         ),
     ] = (0.0, 1.0),
     num: Annotated[int, typer.Option(help="images (seeds seed-start, seed-start + 1, ...)")] = 16,

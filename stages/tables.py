@@ -548,7 +548,7 @@ committed profile can be read without running anything. Every number is computed
 | [figures/fig8_rank_curve.png](figures/fig8_rank_curve.png) | Fig. 8: score vs kimg per FMM rank (data: plots/fig8_rank_curve.csv) |
 | [figures/fig9_gmacs.png](figures/fig9_gmacs.png) | Fig. 9: GMACs of lower-resolution images |
 | figures/tables/&lt;table&gt;_samples.png | each table's rows' samples side by side, labelled with row and score |
-| figures/properties/&lt;row&gt;/ | Figs. 2/10, 3, 5, 17 per INR row (`properties.rows`): extrapolation, super-resolution, interpolation in parameter vs pixel space, Fourier frequencies (numbers: metrics/properties/) |
+| figures/properties/&lt;row&gt;/ | Figs. 2/10, 3, 5, 17 per INR row (`properties.rows`): extrapolation, super-resolution, interpolation in parameter vs pixel space, Fourier frequencies (numbers: metrics/properties/); inr_gan_sg2 rows the first two |
 | figures/prepare/ | a grid of prepared images per dataset |
 | figures/project/ | real test images and their Z/W-space reconstructions |
 | metrics/ | every stage's metrics (`dvc metrics show`) |
