@@ -338,7 +338,7 @@ class Params(_Strict):
         # Imported here: pipeline.train.options imports ConfigError from this module.
         from pipeline.train.options import resolve_train_config
 
-        return resolve_train_config(self.train, self.row(row).train, where=f"train + rows.{row}.train")
+        return resolve_train_config(self.train, self.row(row).train, where=f"rows.{row}.train", defaults_where="train")
 
     def settings_fingerprint(self, row: str) -> str:
         """The row's settings apart from its training seed (pipeline.train.options.settings_fingerprint),
@@ -427,13 +427,14 @@ def with_seed_rows(data: dict[str, Any]) -> dict[str, Any]:
 def _format_errors(err: ValidationError, source: str) -> str:
     lines = [f"invalid configuration in {source}:"]
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        key = ".".join(str(p) for p in e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key (check its spelling; see params.yaml for the allowed keys)"
         value = e.get("input")
         shown = "" if isinstance(value, dict) or e["type"] == "missing" else f" (got {value!r})"
-        lines.append(f"  {key}: {msg}{shown}")
+        # A check across sections has no location of its own; its message names the keys.
+        lines.append(f"  {key}: {msg}{shown}" if key else f"  {msg}{shown}")
     return "\n".join(lines)
 
 

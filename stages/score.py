@@ -36,7 +36,6 @@ from pipeline.progress import progress_bar
 from pipeline.snapshots import load_ema_generator, load_row_snapshot, row_truncation
 from pipeline.tracking import headline, log_on_latest_run, resolve_tracking_uri, score_step, stage_run, table_tag
 from pipeline.train.checkpoint import KEPT_SNAPSHOTS_DIR, kept_snapshot_files
-from pipeline.train.options import resolve_train_config
 from stages import paths
 
 
@@ -62,9 +61,7 @@ def curve_snapshots(params: Params, row: str, root: Path = Path(".")) -> dict[in
     run_dir = root / paths.run_dir(row)
     files = kept_snapshot_files(run_dir)
     if not files:
-        keep = resolve_train_config(
-            params.train, params.row(row).train, where=f"train + rows.{row}.train"
-        ).keep_snapshot_every
+        keep = params.train_options(row).keep_snapshot_every
         cause = (
             f"train.keep_snapshot_every is not set for it: set it (or rows.{row}.train.keep_snapshot_every)"
             if keep is None

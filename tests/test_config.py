@@ -37,6 +37,19 @@ def test_unknown_key_is_rejected_with_its_path(micro_dict: dict) -> None:
     assert "prepare.datasets.faces32.resolutoin" in msg and "unknown key" in msg
 
 
+def test_misspelt_training_option_is_named_in_the_section_it_was_written_in(micro_dict: dict) -> None:
+    # train: is merged into every row's train: before validation; a misspelt default used to be reported as
+    # "(top level): ... in train + rows.<first row>.train: kimgg", as if the row held it.
+    row = next(iter(micro_dict["rows"]))
+    bad_default = copy.deepcopy(micro_dict)
+    bad_default.setdefault("train", {})["kimgg"] = 16
+    msg = _error(bad_default)
+    assert "\n  train.kimgg: unknown key" in msg and f"rows.{row}.train.kimgg" not in msg and "(top level)" not in msg
+    micro_dict["rows"][row]["train"] = {"r1_gama": 1.0}
+    msg = _error(micro_dict)
+    assert f"\n  rows.{row}.train.r1_gama: unknown key" in msg
+
+
 @pytest.mark.parametrize("bad", [48, 0, -32, 2048])
 def test_resolution_must_be_power_of_two(micro_dict: dict, bad: int) -> None:
     micro_dict["prepare"]["datasets"]["faces64"]["source"] = "folder"

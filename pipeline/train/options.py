@@ -235,9 +235,15 @@ def _merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, An
 
 
 def resolve_train_config(
-    defaults: TrainConfig | Mapping[str, Any], override: Mapping[str, Any] | None = None, where: str = "train"
+    defaults: TrainConfig | Mapping[str, Any],
+    override: Mapping[str, Any] | None = None,
+    where: str = "train",
+    defaults_where: str | None = None,
 ) -> TrainConfig:
-    """The defaults section with one row's overrides on top, validated; errors name the key and `where`."""
+    """The defaults section with one row's overrides on top, validated; errors name the key and `where`.
+
+    With `defaults_where` (the defaults' own section, e.g. "train" beside where="rows.x.train") each error's
+    key is given with the section it was written in, so a misspelt default is not blamed on the row."""
     base = defaults.model_dump(exclude_unset=True) if isinstance(defaults, TrainConfig) else dict(defaults)
     override = dict(override or {})
     merged = _merge(base, override)
@@ -249,9 +255,11 @@ def resolve_train_config(
     try:
         return TrainConfig.model_validate(merged)
     except ValidationError as err:
-        lines = [f"invalid training options in {where}:"]
+        lines = [f"invalid training options in {where if defaults_where is None else f'{defaults_where} + {where}'}:"]
         for e in err.errors():
             key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+            if defaults_where is not None and e["loc"]:
+                key = f"{where if e['loc'][0] in override else defaults_where}.{key}"
             msg = (
                 "unknown key (check its spelling)"
                 if e["type"] == "extra_forbidden"
