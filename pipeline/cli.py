@@ -310,7 +310,8 @@ DatasetOption = Annotated[str, typer.Option("--dataset", "-d", help="dataset nam
 @app.command()
 def reference(dataset: DatasetOption, params_path: ParamsOption = Path("params.yaml")) -> None:
     """Feature statistics of a dataset's real images for FID/IS (Inception) or fd_domain/is_domain (a CNN
-    trained here on the dataset's classes, offline): data/reference/<dataset>.npz."""
+    trained here on the dataset's classes, offline): data/reference/<dataset>/stats.npz (and domain.pt, the
+    trained CNN)."""
     from stages import reference as stage
 
     typer.echo(json.dumps(stage.run(load_params(params_path), dataset), indent=2, default=str))

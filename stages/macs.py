@@ -20,7 +20,8 @@ matrix products and convolutions one forward pass executes (torch FlopCounterMod
 Relative differences are ours vs the paper. Configuration choices (paper text vs released config, the
 Fourier-feature counts per block that close the gap at 128, the 1024 configuration, why rows
 `hyper_inr` and `hyper_fourier` miss the paper's #params by about -34% and +28% while their GMACs match)
-are explained in docs/table1_cost_notes.md. Table 1 gives no cost at 1024 and none for StyleGAN2 at 128.
+are explained in docs/table1_cost_notes.md. At 1024 the paper gives costs for INR-GAN and StyleGAN2 only, and
+none for StyleGAN2 at 128.
 """
 
 

@@ -390,7 +390,9 @@ def findings(params: Params, root: Path = Path(".")) -> str:
         gap = (inr["fd"] - sg2["fd"]) / sg2["fd"]
         claims.append(
             (
-                "Table 1: INR-GAN is within reach of StyleGAN2 (paper: FID 4.95 vs 3.83 at 1024, 9.57 vs 8.25 FFHQ 256)",
+                "Table 1: INR-GAN is within reach of StyleGAN2 (paper: FID "
+                f"{TABLE1_FID['inr_gan'][256]} vs {TABLE1_FID['stylegan2'][256]} on LSUN Bedroom 256, "
+                f"{TABLE1_FID['inr_gan'][1024]} vs {TABLE1_FID['stylegan2'][1024]} on FFHQ 1024)",
                 f"INR-GAN {'worse' if gap > 0 else 'better'} by {abs(gap) * 100:.0f}% of StyleGAN2's {fd}",
                 f"{_value(inr, 'fd')} vs {_value(sg2, 'fd')}",
             )
